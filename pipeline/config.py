@@ -10,6 +10,7 @@ checked in :func:`check_consistency`.
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -57,6 +58,85 @@ def _message(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}"
 
 
+def _normalise_shorthands(config: dict) -> dict:
+    """Accept ``platform: CUDA`` (e.g. from ``snakemake --config platform=CUDA``) for ``platform: {name: CUDA}``."""
+    if isinstance(config.get("platform"), str):
+        config = {**config, "platform": {"name": config["platform"]}}
+    return config
+
+
+def _coerce_strings(instance, schema):
+    """Turn number-like and boolean-like strings into numbers/booleans where the schema expects them.
+
+    ``snakemake --config key=value`` parses nested values with YAML's BaseLoader, which keeps every
+    scalar a string (``temperatures_K=[300]`` arrives as ``['300']``).
+    """
+    types = schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    if isinstance(instance, str):
+        if types & {"number", "integer"}:
+            try:
+                value = float(instance)
+            except ValueError:
+                return instance
+            return int(value) if value.is_integer() and "integer" in types else value
+        if "boolean" in types and instance.lower() in ("true", "false"):
+            return instance.lower() == "true"
+        if "oneOf" in schema:
+            for option in schema["oneOf"]:
+                coerced = _coerce_strings(instance, option)
+                if coerced is not instance:
+                    return coerced
+        return instance
+    if isinstance(instance, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        patterns = schema.get("patternProperties") or {}
+        out = {}
+        for key, value in instance.items():
+            sub = props.get(key)
+            if sub is None:
+                sub = next((v for pat, v in patterns.items() if re.match(pat, str(key))), None)
+            if sub is None and isinstance(extra, dict):
+                sub = extra
+            out[key] = _coerce_strings(value, sub) if isinstance(sub, dict) else value
+        return out
+    if isinstance(instance, list):
+        items = schema.get("items")
+        if isinstance(items, dict):
+            return [_coerce_strings(v, items) for v in instance]
+        if "oneOf" in schema:
+            for option in schema["oneOf"]:
+                if option.get("type") == "array":
+                    return _coerce_strings(instance, option)
+    return instance
+
+
+def validate_sections(partial: dict) -> dict:
+    """Validate only the top-level sections present in `partial` (used by single workflow steps).
+
+    Each rule passes the sections it needs (e.g. ``{"forcefield": {...}}``); a change to an unrelated
+    section then does not invalidate that rule's outputs.
+    """
+    if not isinstance(partial, dict):
+        raise ConfigError(f"<config>: expected a mapping of keys, got {type(partial).__name__}")
+    partial = _normalise_shorthands(partial)
+    schema = load_schema()
+    partial = _coerce_strings(partial, schema)
+    properties = schema["properties"]
+    out = {}
+    for name, value in partial.items():
+        if name not in properties:
+            raise ConfigError(f"unknown key {name}; allowed keys here: {', '.join(sorted(properties))}")
+        sub = {"type": "object", "properties": {name: properties[name]}, "additionalProperties": False}
+        errors = list(jsonschema.Draft202012Validator(sub).iter_errors({name: value}))
+        if errors:
+            raise ConfigError(_message(jsonschema.exceptions.best_match(errors)))
+        out[name] = _fill_defaults(copy.deepcopy({name: value}), sub)[name]
+    check_consistency(out)
+    return out
+
+
 def _fill_defaults(instance, schema):
     """Insert schema defaults for missing keys (recursively, into objects and array items)."""
     if isinstance(instance, dict):
@@ -84,7 +164,9 @@ def validate_config(config: dict, *, fill_defaults: bool = True) -> dict:
     """
     if not isinstance(config, dict):
         raise ConfigError(f"<config>: expected a mapping of keys, got {type(config).__name__}")
+    config = _normalise_shorthands(config)
     schema = load_schema()
+    config = _coerce_strings(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(list(e.absolute_path))))
     if errors:

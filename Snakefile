@@ -1,0 +1,29 @@
+# spemd workflow: build -> parametrise -> minimise -> MD stages -> analyse -> summary/report.
+# Thin by design: every rule calls one `spemd` subcommand; the science lives in the packages.
+# Runtime resources (threads, GPUs, queues) live in profiles/ (see docs/running.md).
+
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    system="|".join(SYSTEMS),
+    replica=r"\d+",
+    T=r"[0-9.]+",
+    stage="|".join(STAGES),
+
+
+include: "rules/build.smk"
+include: "rules/simulate.smk"
+include: "rules/analyse.smk"
+
+
+rule all:
+    input:
+        summary_table(),
+        all_analysis_outputs(),
+    default_target: True

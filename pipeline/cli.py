@@ -1,0 +1,226 @@
+"""The ``spemd`` command line: one subcommand per workflow step.
+
+Each subcommand calls one plain Python function of the packages; the Snakefile calls these
+subcommands and holds no science. Configuration is passed either as a YAML file (``--config``) or as
+the JSON of the sections a step needs (``--config-json``, what the Snakefile does so that a change in
+an unrelated section does not rerun a step). Errors print one line (no traceback) and exit non-zero;
+a simulation stage that stopped cleanly before its wall-time limit exits with 75 ("rerun to
+continue"), so that a scheduler's retry resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import load_config, replica_seed, validate_sections
+from pipeline.errors import ConfigError, SpemdError
+
+EXIT_ERROR = 1
+#: EX_TEMPFAIL: the stage checkpointed and stopped before its wall-time budget ran out.
+EXIT_RERUN_TO_CONTINUE = 75
+
+
+def _config(args) -> dict:
+    if getattr(args, "config_json", None):
+        try:
+            partial = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return validate_sections(partial)
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    raise ConfigError("give --config FILE or --config-json JSON")
+
+
+def _add_config_args(p):
+    p.add_argument("--config", help="workflow YAML config (validated against the schema)")
+    p.add_argument("--config-json", help="JSON of the config sections this step needs (used by the Snakefile)")
+
+
+def cmd_validate(args):
+    config = load_config(args.config)
+    print(f"{args.config}: valid; systems: {', '.join(config['systems'])}; temperatures (K): {config['temperatures_K']}")
+
+
+def cmd_build(args):
+    from systems.build import build_box
+
+    config = _config(args)
+    if args.system not in config["systems"]:
+        raise ConfigError(f"--system: {args.system!r} is not in systems; allowed values: {', '.join(config['systems'])}")
+    cutoff = config.get("forcefield", {}).get("nonbonded_cutoff_nm", 1.0)
+    build_box(
+        args.system,
+        config["systems"][args.system],
+        config.get("build", {}),
+        seed=replica_seed(config, args.replica),
+        out_dir=Path(args.out),
+        cutoff_nm=cutoff,
+    )
+
+
+def cmd_parametrise(args):
+    from forcefields.parametrise import parametrise
+
+    config = _config(args)
+    parametrise(Path(args.box), config.get("forcefield", {}), Path(args.out))
+
+
+def cmd_export(args):
+    from forcefields import export
+
+    fn = {"gromacs": export.export_gromacs, "amber": export.export_amber}[args.format]
+    fn(Path(args.params), Path(args.out))
+
+
+def cmd_minimise(args):
+    from pipeline.engine import minimise
+
+    config = _config(args)
+    minimise(Path(args.params), config["protocol"], config.get("platform", {}), Path(args.out))
+
+
+def _stage(config: dict, name: str) -> dict:
+    stages = config["protocol"]["stages"]
+    for stage in stages:
+        if stage["name"] == name:
+            return stage
+    raise ConfigError(f"--stage: {name!r} is not a protocol stage; allowed values: {', '.join(s['name'] for s in stages)}")
+
+
+def cmd_md(args):
+    from pipeline.engine import StageIncomplete, run_stage
+
+    config = _config(args)
+    stage = _stage(config, args.stage)
+    try:
+        run_stage(
+            Path(args.params),
+            stage,
+            config["protocol"],
+            config.get("platform", {}),
+            temperature_K=args.temperature,
+            seed=replica_seed(config, args.replica),
+            start_state=Path(args.start),
+            out_dir=Path(args.out),
+            max_wall_seconds=args.max_wall_seconds,
+        )
+    except StageIncomplete as exc:
+        print(f"spemd md: {exc}", file=sys.stderr)
+        return EXIT_RERUN_TO_CONTINUE
+    return 0
+
+
+def cmd_analyse_run(args):
+    from analysis.production import analyse_production
+
+    config = _config(args)
+    ff = json.loads((Path(args.params) / "forcefield.json").read_text())
+    analyse_production(
+        topology=Path(args.params) / "topology.pdb",
+        trajectory=Path(args.production) / "trajectory.dcd",
+        out_dir=Path(args.out),
+        analysis_cfg=config.get("analysis", {}),
+        charge_scale=ff["charge_scale"],
+        temperature_K=args.temperature,
+        provenance_extra={"system": args.system, "replica": args.replica, "temperature_K": args.temperature},
+    )
+
+
+def cmd_summarise(args):
+    from analysis.summary import summarise
+
+    summarise([Path(p) for p in args.transport], Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spemd", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate a config file and exit")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("build", help="build one system's box (box.pdb, composition.json)")
+    _add_config_args(p)
+    p.add_argument("--system", required=True)
+    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("parametrise", help="turn box.pdb into an OpenMM System (system.xml, topology.pdb, forcefield.json)")
+    _add_config_args(p)
+    p.add_argument("--box", required=True, help="box.pdb from `spemd build`")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_parametrise)
+
+    p = sub.add_parser("export", help="export a parametrised system to GROMACS or Amber files")
+    p.add_argument("--params", required=True, help="params folder from `spemd parametrise`")
+    p.add_argument("--format", required=True, choices=["gromacs", "amber"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("minimise", help="energy-minimise a parametrised system")
+    _add_config_args(p)
+    p.add_argument("--params", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_minimise)
+
+    p = sub.add_parser("md", help="run (or resume) one MD stage")
+    _add_config_args(p)
+    p.add_argument("--params", required=True)
+    p.add_argument("--stage", required=True)
+    p.add_argument("--temperature", type=float, required=True, help="run temperature (K)")
+    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--start", required=True, help="state.xml of the previous stage (or of minimise)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-wall-seconds", type=float, default=None,
+                   help="stop cleanly (exit 75) before this wall time; default from SPEMD_MAX_WALL_SECONDS or Slurm")
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("analyse-run", help="analyse a workflow run's production stage")
+    _add_config_args(p)
+    p.add_argument("--params", required=True)
+    p.add_argument("--production", required=True, help="md/<production stage> folder")
+    p.add_argument("--temperature", type=float, required=True)
+    p.add_argument("--system", required=True)
+    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_analyse_run)
+
+    p = sub.add_parser("summarise", help="one table of all runs' transport.json")
+    p.add_argument("--out", required=True)
+    p.add_argument("transport", nargs="+")
+    p.set_defaults(func=cmd_summarise)
+
+    try:
+        from analysis.cli import add_analyse_parser
+    except ImportError:  # pragma: no cover - analysis package always ships; guard keeps the CLI usable
+        pass
+    else:
+        add_analyse_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        rc = args.func(args)
+    except SpemdError as exc:
+        print(f"spemd {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Choose the OpenMM platform a simulation runs on.
+
+``select_platform(platform_cfg)`` turns the ``platform`` section of the configuration into an
+``openmm.Platform``, the properties to create a Context with, and a one-line description (platform,
+device, precision, threads) that goes into the log and into every ``done.json``.
+
+* ``auto`` tries CUDA, then OpenCL, then CPU. A candidate counts only if a tiny Context can actually
+  be created on it (a CUDA plugin that loads on a node without a driver is skipped).
+* An explicit name that is unavailable is a :class:`SimulationError` listing the available platforms.
+* GPU precision comes from ``precision`` (mixed by default). ``device_index: null`` sets no
+  ``DeviceIndex`` property, so the platform picks its default device, which under Slurm or on a
+  workstation is the first one in ``CUDA_VISIBLE_DEVICES``.
+* CPU threads: ``OPENMM_CPU_THREADS``, else ``SLURM_CPUS_PER_TASK``, else OpenMM's default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import openmm
+
+from pipeline.errors import ConfigError, SimulationError, one_of
+
+log = logging.getLogger(__name__)
+
+PLATFORM_NAMES = ("auto", "CUDA", "OpenCL", "CPU", "Reference")
+PRECISIONS = ("mixed", "single", "double")
+AUTO_ORDER = ("CUDA", "OpenCL", "CPU")
+GPU_PLATFORMS = ("CUDA", "OpenCL")
+DEFAULTS = {"name": "auto", "device_index": None, "precision": "mixed"}
+
+
+def available_platforms() -> list[str]:
+    """Names of the OpenMM platforms whose plugins loaded."""
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+
+
+def cpu_threads() -> int | None:
+    """CPU thread count from OPENMM_CPU_THREADS, else SLURM_CPUS_PER_TASK, else None (OpenMM decides)."""
+    for var in ("OPENMM_CPU_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(var)
+        if value is None or value.strip() == "":
+            continue
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ConfigError(f"{var}: {value!r} is not a whole number of threads") from None
+        if threads < 1:
+            raise ConfigError(f"{var}: {value!r} is out of range; must be >= 1")
+        return threads
+    return None
+
+
+def platform_properties(name: str, device_index: int | None, precision: str) -> dict[str, str]:
+    """Context properties for one platform (all values strings, as OpenMM wants them)."""
+    props: dict[str, str] = {}
+    if name in GPU_PLATFORMS:
+        props["Precision"] = precision
+        if device_index is not None:
+            props["DeviceIndex"] = str(int(device_index))
+    elif name == "CPU":
+        threads = cpu_threads()
+        if threads is not None:
+            props["Threads"] = str(threads)
+    return props
+
+
+def _probe(name: str, props: dict[str, str]):
+    """Create a one-particle Context on `name`; return (platform, description) or raise an Exception."""
+    platform = openmm.Platform.getPlatformByName(name)
+    system = openmm.System()
+    system.addParticle(1.0)
+    integrator = openmm.VerletIntegrator(0.001)
+    context = openmm.Context(system, integrator, platform, props)
+    try:
+        context.setPositions([openmm.Vec3(0, 0, 0)])
+        integrator.step(1)
+        return platform, describe_context(context)
+    finally:
+        del context, integrator
+
+
+def describe_context(context: openmm.Context) -> str:
+    """'CUDA device 0 (NVIDIA H100), mixed precision' / 'CPU, 8 threads' / 'Reference, double precision'."""
+    platform = context.getPlatform()
+    name = platform.getName()
+
+    def prop(key):
+        try:
+            return platform.getPropertyValue(context, key)
+        except Exception:  # the property does not exist on this platform
+            return None
+
+    if name in GPU_PLATFORMS:
+        index, device = prop("DeviceIndex"), prop("DeviceName")
+        return f"{name} device {index} ({device}), {prop('Precision')} precision"
+    if name == "CPU":
+        return f"CPU, {prop('Threads')} threads"
+    return f"{name}, double precision"
+
+
+def _check_cfg(platform_cfg: dict | None) -> dict:
+    cfg = dict(DEFAULTS)
+    cfg.update({k: v for k, v in (platform_cfg or {}).items() if v is not None or k == "device_index"})
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key platform.{unknown[0]}; allowed keys here: {', '.join(sorted(DEFAULTS))}")
+    if cfg["name"] not in PLATFORM_NAMES:
+        raise ConfigError(one_of("platform.name", cfg["name"], PLATFORM_NAMES)
+                          + f" (available on this machine: {', '.join(available_platforms())})")
+    if cfg["precision"] not in PRECISIONS:
+        raise ConfigError(one_of("platform.precision", cfg["precision"], PRECISIONS))
+    index = cfg["device_index"]
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+        raise ConfigError(f"platform.device_index: {index!r} is out of range; must be an integer >= 0 or null")
+    return cfg
+
+
+def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[str, str], str]:
+    """Pick and verify a platform; return ``(platform, context_properties, description)``.
+
+    Raises ConfigError for a name/precision outside the allowed values and SimulationError when an
+    explicitly requested platform (or, for ``auto``, every candidate) cannot create a Context.
+    """
+    cfg = _check_cfg(platform_cfg)
+    available = available_platforms()
+    if cfg["name"] == "auto":
+        candidates = [n for n in AUTO_ORDER if n in available]
+    else:
+        if cfg["name"] not in available:
+            raise SimulationError(
+                f"platform.name: {cfg['name']!r} is not available on this machine; "
+                f"available platforms: {', '.join(available)}"
+            )
+        candidates = [cfg["name"]]
+    failures = []
+    for name in candidates:
+        props = platform_properties(name, cfg["device_index"], cfg["precision"])
+        try:
+            platform, description = _probe(name, props)
+        except Exception as exc:  # OpenMMException: no device, bad device index, driver too old...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failures.append(f"{name} ({reason})")
+            log.info("platform %s unusable: %s", name, reason)
+            continue
+        if cfg["name"] == "auto":
+            log.info("platform auto -> %s", description)
+        else:
+            log.info("platform %s", description)
+        return platform, props, description
+    if cfg["name"] == "auto":
+        raise SimulationError(
+            f"platform.name: 'auto' found no working platform among {', '.join(AUTO_ORDER)}; "
+            f"failures: {'; '.join(failures) or 'none installed'}; available platforms: {', '.join(available)}"
+        )
+    raise SimulationError(
+        f"platform.name: {cfg['name']!r} failed to create a context ({failures[0]}); "
+        f"available platforms: {', '.join(available)}"
+    )

@@ -1,0 +1,31 @@
+# Analysis of each run's production stage, and the table comparing systems.
+
+
+rule analyse:
+    input:
+        params=rules.parametrise.output.forcefield,
+        production=f"results/{{system}}/rep{{replica}}/{{T}}K/md/{PRODUCTION}/done.json",
+    output:
+        transport="results/{system}/rep{replica}/{T}K/analysis/transport.json",
+    params:
+        cfg=lambda w: sections("analysis"),
+        params_dir=lambda w, input: os.path.dirname(input.params),
+        production=lambda w, input: os.path.dirname(input.production),
+        out=lambda w, output: os.path.dirname(output.transport),
+    log:
+        "logs/analyse/{system}_rep{replica}_{T}K.log",
+    shell:
+        "spemd analyse-run --config-json {params.cfg:q} --params {params.params_dir} "
+        "--production {params.production} --temperature {wildcards.T} --system {wildcards.system} "
+        "--replica {wildcards.replica} --out {params.out} > {log} 2>&1"
+
+
+rule summarise:
+    input:
+        all_analysis_outputs(),
+    output:
+        summary_table(),
+    log:
+        "logs/summarise.log",
+    shell:
+        "spemd summarise --out {output} {input} > {log} 2>&1"

@@ -1,0 +1,45 @@
+# Config loading, validation and input functions shared by all rule files.
+import json
+import sys
+
+from pipeline.config import validate_config
+from pipeline.errors import ConfigError
+
+
+try:
+    # JSON Schema validation (pipeline/schema/config.schema.yaml) before any job is scheduled; fills defaults.
+    CONFIG = validate_config(config)
+except ConfigError as exc:
+    sys.stderr.write(f"config error: {exc}\n")
+    sys.exit(1)
+
+SYSTEMS = list(CONFIG["systems"])
+REPLICAS = list(range(CONFIG["replicas"]))
+TEMPERATURES = [f"{t:g}" for t in CONFIG["temperatures_K"]]
+STAGES = [s["name"] for s in CONFIG["protocol"]["stages"]]
+PRODUCTION = STAGES[-1]
+
+
+
+def sections(*names, **extra):
+    """JSON of the config sections one step needs, passed as params so unrelated edits do not rerun it."""
+    data = {name: CONFIG[name] for name in names}
+    data.update(extra)
+    return json.dumps(data, sort_keys=True)
+
+
+def previous_state(wildcards):
+    """state.xml that a stage starts from: the stage before it, or the minimised structure."""
+    index = STAGES.index(wildcards.stage)
+    previous = "minimise" if index == 0 else STAGES[index - 1]
+    return f"results/{wildcards.system}/rep{wildcards.replica}/{wildcards.T}K/md/{previous}/done.json"
+
+
+def all_analysis_outputs():
+    return expand(
+        "results/{system}/rep{replica}/{T}K/analysis/transport.json", system=SYSTEMS, replica=REPLICAS, T=TEMPERATURES
+    )
+
+
+def summary_table():
+    return "results/summary.csv"

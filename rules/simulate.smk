@@ -1,0 +1,40 @@
+# Minimisation and the protocol's MD stages. Only done.json is declared as output: a stage that stops
+# before its wall-time limit (exit 75) keeps its checkpoint and partial trajectory, and the retry
+# resumes it. GPU and thread requests come from the profile (set-resources / set-threads).
+
+
+rule minimise:
+    input:
+        system=rules.parametrise.output.system,
+    output:
+        done="results/{system}/rep{replica}/{T}K/md/minimise/done.json",
+    params:
+        cfg=lambda w: sections("protocol", "platform"),
+        params_dir=lambda w, input: os.path.dirname(input.system),
+        out=lambda w, output: os.path.dirname(output.done),
+    threads: 1
+    log:
+        "logs/minimise/{system}_rep{replica}_{T}K.log",
+    shell:
+        "OPENMM_CPU_THREADS={threads} spemd minimise --config-json {params.cfg:q} "
+        "--params {params.params_dir} --out {params.out} > {log} 2>&1"
+
+
+rule md_stage:
+    input:
+        system=rules.parametrise.output.system,
+        start=previous_state,
+    output:
+        done="results/{system}/rep{replica}/{T}K/md/{stage}/done.json",
+    params:
+        cfg=lambda w: sections("protocol", "platform", "seed"),
+        params_dir=lambda w, input: os.path.dirname(input.system),
+        start=lambda w, input: os.path.join(os.path.dirname(input.start), "state.xml"),
+        out=lambda w, output: os.path.dirname(output.done),
+    threads: 1
+    log:
+        "logs/md/{system}_rep{replica}_{T}K_{stage}.log",
+    shell:
+        "OPENMM_CPU_THREADS={threads} spemd md --config-json {params.cfg:q} --params {params.params_dir} "
+        "--stage {wildcards.stage} --temperature {wildcards.T} --replica {wildcards.replica} "
+        "--start {params.start} --out {params.out} >> {log} 2>&1"

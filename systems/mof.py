@@ -1,0 +1,469 @@
+"""M3(BTC)2 (HKUST-1 type) metal-organic-framework slabs built from the crystal structure.
+
+Crystal structure
+-----------------
+Space group Fm-3m (No. 225, origin at m-3m), cubic a = 26.343 Angstrom, asymmetric unit of
+Chui et al., Science 283 (1999) 1148 (Cu3(BTC)2, H atoms at their X-ray riding positions, C-H 0.93 A):
+
+==========  =====================  ===========================================
+site        fractional x, y, z     role
+==========  =====================  ===========================================
+M           0.2853 0.2853 0.0      paddlewheel metal (48 per cell)
+O           0.3166 0.2431 0.9478   carboxylate O (192)
+Ccarb       0.2968 0.2032 0.9313   carboxylate C (96)
+Cring       0.322  0.178  0.887    ring C bonded to the carboxylate C (C-COO, 96)
+CH          0.3655 0.1994 0.8655   ring C bonded to H (C-H, 96)
+H           0.3802 0.228  0.8802   H (96)
+==========  =====================  ===========================================
+
+(The C-COO / C-H assignment follows from the distances: Cring-Ccarb 1.50 A, CH-H 0.93 A.)
+The full cell (624 atoms: 48 M, 192 O, 288 C, 96 H) is generated with the 48 point operations of
+m-3m (all signed permutations of x, y, z) times the 4 F-centring translations, merging images closer
+than 0.1 A (periodic distance). Geometry: M-M 2.63 A, M-O 1.95 A; Cu3(BTC)2 density 0.88 g/cm3.
+
+Building units and naming (docs/contracts.md)
+---------------------------------------------
+* Linker residue ``BTC`` (C9H3O6, 18 atoms). Ring: C1(-COO) C2(-H) C3(-COO) C4(-H) C5(-COO) C6(-H)
+  in ring order; carboxylate C7 on C1 (O1, O2), C8 on C3 (O3, O4), C9 on C5 (O5, O6); H1 on C2,
+  H2 on C4, H3 on C6. Force-field types: C1/C3/C5 ``mof_Cring``, C2/C4/C6 ``mof_CH``, C7-C9
+  ``mof_Ccarb``, O1-O6 ``mof_O``, H1-H3 ``mof_H``.
+* Metal residues ``FE``, ``NI``, ``CU``: one atom each, atom name = residue name.
+* Topology bonds: all 18 linker-internal bonds (ring, C-COO, C-O, C-H), every M-O(carboxylate)
+  bond and the paddlewheel M-M bond, including bonds that cross the x/y periodic boundary, so that the
+  slab is one connected molecule.
+
+Slab construction
+-----------------
+The slab is periodic in x and y (box ``cells[0]*a`` x ``cells[1]*a``) with normal z. Every building
+unit (linker: centroid of its 18 atoms; paddlewheel: midpoint of the M-M pair) of the infinite crystal
+whose centre lies in x in [0, nx a), y in [0, ny a) and z in [z0, z0 + nz a) is kept whole (its atoms
+unwrapped around the centre), with z0 = ``Z_ORIGIN_FRACTION`` * a chosen between two layers of unit
+centres. The slab therefore holds exactly nx*ny*nz times the 24 paddlewheels and 32 linkers of one
+cell: 3 M per 2 BTC, charge-neutral by construction. Finally the slab is shifted so that its atoms
+span z in [0, thickness_nm] exactly (``thickness_nm`` = extent of the atom centres; whoever places the
+slab in a box adds clearance). Atoms of whole units may stick out of [0, box) in x and y by up to half
+a unit; wrap them if a consumer needs it.
+
+Carboxylate O atoms whose metal lies outside the slab (and metals whose carboxylates do) keep fewer
+external bonds; ``forcefields/mof.xml`` carries one residue template per external-bond pattern, all
+with identical types and charges.
+
+Open metal sites
+----------------
+The axial (open) site of a paddlewheel metal points along the M-M axis, away from its partner, at
+``AXIAL_SITE_NM`` (0.22 nm, the axial Cu-O(water) distance of hydrated HKUST-1, Chui et al.). A metal
+counts in ``n_metal_sites_exposed`` when its axial site lies within ``EXPOSED_FACE_NM`` (0.3 nm) of
+the slab face its axis points to, or beyond that face (z <= 0.3 nm with the axis pointing to -z, or
+z >= thickness - 0.3 nm with the axis pointing to +z).
+
+FeNi
+----
+Every paddlewheel holds one Fe and one Ni. Paddlewheels are ordered by centre (z, y, x); the metal
+at the "upper" end of the axis (larger z, ties broken by larger y, then larger x) is Fe for even and
+Ni for odd positions in that order, so both kinds face both slab faces and each direction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import openmm.app as app
+import openmm.unit as u
+
+from pipeline.errors import BuildError, ConfigError, one_of
+from pipeline.units import angstrom_to_nm
+
+#: Cubic lattice constant of Cu3(BTC)2 (Chui et al. 1999), Angstrom.
+A_CELL_ANGSTROM = 26.343
+
+#: Asymmetric unit (site label, fractional coordinates), Chui et al. 1999.
+ASYMMETRIC_UNIT: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("M", (0.2853, 0.2853, 0.0)),
+    ("O", (0.3166, 0.2431, 0.9478)),
+    ("Ccarb", (0.2968, 0.2032, 0.9313)),
+    ("Cring", (0.322, 0.178, 0.887)),
+    ("CH", (0.3655, 0.1994, 0.8655)),
+    ("H", (0.3802, 0.228, 0.8802)),
+)
+
+SITE_ELEMENT = {"M": None, "O": "O", "Ccarb": "C", "Cring": "C", "CH": "C", "H": "H"}
+
+#: Allowed values of ``mof_metal``.
+METALS = ("FeNi", "Fe", "Ni", "Cu")
+
+MERGE_TOLERANCE_ANGSTROM = 0.1
+
+#: Bond cut-offs (Angstrom) between site labels; crystal distances are M-M 2.63, M-O 1.95, C-O 1.25,
+#: Ccarb-Cring 1.50, ring C-C 1.40, C-H 0.93; the shortest non-bonded pair (O...O in a carboxylate)
+#: is 2.22 A and M...Ccarb 2.84 A, well beyond these cut-offs.
+BOND_CUTOFF_ANGSTROM = {
+    frozenset(("M",)): 2.9,
+    frozenset(("M", "O")): 2.3,
+    frozenset(("O", "Ccarb")): 1.6,
+    frozenset(("Ccarb", "Cring")): 1.7,
+    frozenset(("Cring", "CH")): 1.6,
+    frozenset(("CH", "H")): 1.3,
+}
+
+#: Fractional z at which the slab window starts (between layers of unit centres, see module doc).
+Z_ORIGIN_FRACTION = 0.125
+
+AXIAL_SITE_NM = 0.22
+EXPOSED_FACE_NM = 0.3
+
+MOF_XML = Path(__file__).resolve().parents[1] / "forcefields" / "mof.xml"
+
+_METAL_RESNAME = {"Fe": "FE", "Ni": "NI", "Cu": "CU"}
+
+
+@dataclass
+class MofSlab:
+    """A periodic-in-x/y M3(BTC)2 slab (OpenMM units: nm, amu, e)."""
+
+    topology: app.Topology
+    positions_nm: np.ndarray  # (N, 3)
+    box_x_nm: float
+    box_y_nm: float
+    thickness_nm: float
+    mass_amu: float
+    charge_e: float
+    metal: str
+    cells: tuple[int, int, int]
+    n_metal_sites_exposed: int
+
+
+# ----------------------------------------------------------------------------------------------
+# crystal
+# ----------------------------------------------------------------------------------------------
+
+
+def _point_operations() -> list[np.ndarray]:
+    """The 48 operations of m-3m as 3x3 matrices: all signed permutation matrices."""
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            m = np.zeros((3, 3))
+            for row, (col, s) in enumerate(zip(perm, signs)):
+                m[row, col] = s
+            mats.append(m)
+    return mats
+
+
+F_CENTRING = np.array([[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+
+
+def _min_image(d: np.ndarray) -> np.ndarray:
+    return d - np.round(d)
+
+
+@lru_cache(maxsize=1)
+def _cell() -> tuple[tuple[str, ...], np.ndarray]:
+    labels: list[str] = []
+    frac: list[np.ndarray] = []
+    ops = _point_operations()
+    for label, xyz in ASYMMETRIC_UNIT:
+        site: list[np.ndarray] = []
+        x = np.asarray(xyz, dtype=float)
+        for op in ops:
+            y = op @ x
+            for t in F_CENTRING:
+                z = np.mod(y + t, 1.0)
+                if site:
+                    d = _min_image(np.asarray(site) - z) * A_CELL_ANGSTROM
+                    if (np.linalg.norm(d, axis=1) < MERGE_TOLERANCE_ANGSTROM).any():
+                        continue
+                site.append(z)
+        labels += [label] * len(site)
+        frac += site
+    return tuple(labels), np.asarray(frac)
+
+
+def unit_cell() -> tuple[list[str], np.ndarray]:
+    """Site labels (``M``, ``O``, ``Ccarb``, ``Cring``, ``CH``, ``H``) and fractional coordinates
+    (N, 3) in [0, 1) of the full conventional cell (N = 624)."""
+    labels, frac = _cell()
+    return list(labels), frac.copy()
+
+
+@lru_cache(maxsize=1)
+def _cell_bonds() -> tuple[tuple[int, int, tuple[int, int, int]], ...]:
+    """Bonds (i, j, image) of the periodic cell: atom j sits at frac[j] + image, bonded to frac[i]."""
+    labels, frac = _cell()
+    lab = np.asarray(labels)
+    bonds = []
+    d_all = frac[None, :, :] - frac[:, None, :]
+    img = -np.round(d_all)
+    dist = np.linalg.norm((d_all + img) * A_CELL_ANGSTROM, axis=2)
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            cut = BOND_CUTOFF_ANGSTROM.get(frozenset((lab[i], lab[j])))
+            if cut is not None and dist[i, j] < cut:
+                bonds.append((i, j, tuple(int(v) for v in img[i, j])))
+    return tuple(bonds)
+
+
+@dataclass
+class _Unit:
+    kind: str  # "BTC" or "PW"
+    atoms: list[int]  # cell indices, in naming order (BTC) or (m1, m2) (PW)
+    names: list[str]
+    frac: np.ndarray  # unwrapped fractional coordinates, centre in the reference window
+    centre: np.ndarray
+
+
+_BTC_NAME_ORDER = (
+    ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"] + [f"O{k}" for k in range(1, 7)] + ["H1", "H2", "H3"]
+)
+
+
+@lru_cache(maxsize=1)
+def _cell_units() -> tuple[_Unit, ...]:
+    """The 32 linkers and 24 paddlewheels of one cell, whole, centres in [0,1)^2 x [z0, z0+1)."""
+    labels, frac = _cell()
+    n = len(labels)
+    nbr: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n)]
+    for i, j, image in _cell_bonds():
+        im = np.asarray(image, dtype=float)
+        nbr[i].append((j, im))
+        nbr[j].append((i, -im))
+
+    def unwrap(start: int, allowed) -> dict[int, np.ndarray]:
+        pos = {start: frac[start].copy()}
+        queue = deque([start])
+        while queue:
+            i = queue.popleft()
+            for j, im in nbr[i]:
+                if j in pos or not allowed(j):
+                    continue
+                pos[j] = pos[i] + (frac[j] + im - frac[i])
+                queue.append(j)
+        return pos
+
+    units: list[_Unit] = []
+    seen: set[int] = set()
+    organic = lambda k: labels[k] != "M"  # noqa: E731
+    for i in range(n):
+        if i in seen:
+            continue
+        if labels[i] == "M":
+            pos = unwrap(i, lambda k: labels[k] == "M")
+            if len(pos) != 2:
+                raise BuildError(f"mof crystal: metal {i} has {len(pos) - 1} M-M partners, expected 1")
+            order = sorted(pos)
+            units.append(_Unit("PW", order, ["M", "M"], np.array([pos[k] for k in order]), np.zeros(3)))
+        else:
+            pos = unwrap(i, organic)
+            order = _name_linker(pos.keys(), labels, nbr)
+            units.append(_Unit("BTC", order, list(_BTC_NAME_ORDER), np.array([pos[k] for k in order]), np.zeros(3)))
+        seen.update(pos)
+    for unit in units:
+        c = unit.frac.mean(axis=0)
+        shift = np.floor(c - np.array([0.0, 0.0, Z_ORIGIN_FRACTION]))
+        unit.frac = unit.frac - shift
+        unit.centre = c - shift
+    n_btc = sum(u_.kind == "BTC" for u_ in units)
+    n_pw = len(units) - n_btc
+    if (n_btc, n_pw) != (32, 24) or any(len(u_.atoms) != 18 for u_ in units if u_.kind == "BTC"):
+        raise BuildError(f"mof crystal: found {n_btc} linkers and {n_pw} paddlewheels per cell, expected 32 and 24")
+    return tuple(units)
+
+
+def _name_linker(atoms, labels, nbr) -> list[int]:
+    """Order the 18 cell atoms of one linker as ``_BTC_NAME_ORDER``."""
+    atoms = set(atoms)
+    bonded = {i: [j for j, _ in nbr[i] if j in atoms] for i in atoms}
+    ring_coo = sorted(i for i in atoms if labels[i] == "Cring")
+    if len(ring_coo) != 3:
+        raise BuildError("mof crystal: a linker does not have 3 ring C-COO atoms")
+    # walk the ring: C1 (C-COO) -> C2 (C-H) -> C3 (C-COO) ...
+    ring = [ring_coo[0]]
+    prev = None
+    while len(ring) < 6:
+        cur = ring[-1]
+        nxt = sorted(j for j in bonded[cur] if labels[j] in ("Cring", "CH") and j != prev and j not in ring)
+        if not nxt:
+            raise BuildError("mof crystal: linker ring is not a 6-ring")
+        prev = cur
+        ring.append(nxt[0])
+    carb = [next(j for j in bonded[c] if labels[j] == "Ccarb") for c in ring[0::2]]
+    oxy = [o for c in carb for o in sorted(j for j in bonded[c] if labels[j] == "O")]
+    hyd = [next(j for j in bonded[c] if labels[j] == "H") for c in ring[1::2]]
+    order = ring + carb + oxy + hyd
+    if len(order) != 18 or len(set(order)) != 18:
+        raise BuildError("mof crystal: a linker is not C9H3O6")
+    return order
+
+
+# Linker-internal bonds by name (18 bonds).
+BTC_BONDS: tuple[tuple[str, str], ...] = (
+    ("C1", "C2"), ("C2", "C3"), ("C3", "C4"), ("C4", "C5"), ("C5", "C6"), ("C6", "C1"),
+    ("C1", "C7"), ("C3", "C8"), ("C5", "C9"),
+    ("C7", "O1"), ("C7", "O2"), ("C8", "O3"), ("C8", "O4"), ("C9", "O5"), ("C9", "O6"),
+    ("C2", "H1"), ("C4", "H2"), ("C6", "H3"),
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# force-field charges (single source: forcefields/mof.xml)
+# ----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def template_charges(xml_path: str | None = None) -> dict[str, dict[str, float]]:
+    """Charges (e) by residue template name and atom name, read from ``forcefields/mof.xml``."""
+    path = Path(xml_path) if xml_path else MOF_XML
+    root = ET.parse(path).getroot()
+    charges: dict[str, dict[str, float]] = {}
+    for res in root.iter("Residue"):
+        charges[res.get("name")] = {a.get("name"): float(a.get("charge")) for a in res.iter("Atom")}
+    return charges
+
+
+# ----------------------------------------------------------------------------------------------
+# slab
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_args(metal, cells) -> tuple[int, int, int]:
+    if metal not in METALS:
+        raise ConfigError(one_of("mof_metal", metal, METALS))
+    try:
+        cells_t = tuple(int(c) for c in cells)
+    except (TypeError, ValueError):
+        raise ConfigError(f"mof_cells: {cells!r} is not allowed; allowed values: three integers >= 1") from None
+    if len(cells_t) != 3 or any(c < 1 for c in cells_t) or any(c != c0 for c, c0 in zip(cells_t, cells)):
+        raise ConfigError(f"mof_cells: {cells!r} is not allowed; allowed values: three integers >= 1")
+    return cells_t  # type: ignore[return-value]
+
+
+def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
+    """Build an M3(BTC)2 slab of ``cells`` = (nx, ny, nz) conventional cells, z the slab normal.
+
+    ``metal`` is one of ``FeNi`` (one Fe and one Ni per paddlewheel), ``Fe``, ``Ni``, ``Cu``.
+    """
+    nx, ny, nz = _check_args(metal, cells)
+    a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
+    units = _cell_units()
+
+    placed: list[tuple[_Unit, np.ndarray]] = []  # (unit, cartesian nm of its atoms)
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                shift = np.array([i, j, k], dtype=float)
+                for unit in units:
+                    placed.append((unit, (unit.frac + shift) * a_nm, (unit.centre + shift) * a_nm))
+
+    linkers = [(unit, xyz) for unit, xyz, _ in placed if unit.kind == "BTC"]
+    wheels = sorted(
+        ((unit, xyz, c) for unit, xyz, c in placed if unit.kind == "PW"),
+        key=lambda t: (round(t[2][2], 6), round(t[2][1], 6), round(t[2][0], 6)),
+    )
+
+    top = app.Topology()
+    chain = top.addChain("M")
+    positions: list[np.ndarray] = []
+    o_atoms: list[app.topology.Atom] = []
+    el = app.Element.getBySymbol
+    for unit, xyz in linkers:
+        res = top.addResidue("BTC", chain)
+        by_name = {}
+        for name, p in zip(unit.names, xyz):
+            by_name[name] = top.addAtom(name, el(name[0]), res)
+            positions.append(p)
+            if name[0] == "O":
+                o_atoms.append(by_name[name])
+        for a1, a2 in BTC_BONDS:
+            top.addBond(by_name[a1], by_name[a2])
+
+    metal_atoms: list[app.topology.Atom] = []
+    axial: list[np.ndarray] = []
+    for w, (unit, xyz, _) in enumerate(wheels):
+        upper = _upper_end(xyz)
+        pair_atoms = []
+        for end in (0, 1):
+            if metal == "FeNi":
+                sym = "Fe" if (end == upper) == (w % 2 == 0) else "Ni"
+            else:
+                sym = metal
+            name = _METAL_RESNAME[sym]
+            res = top.addResidue(name, chain)
+            atom = top.addAtom(name, el(sym), res)
+            pair_atoms.append(atom)
+            metal_atoms.append(atom)
+            positions.append(xyz[end])
+            d = xyz[end] - xyz[1 - end]
+            axial.append(d / np.linalg.norm(d))
+        top.addBond(pair_atoms[0], pair_atoms[1])
+
+    pos = np.asarray(positions)
+    box = np.array([nx * a_nm, ny * a_nm])
+    # metal-carboxylate bonds (periodic in x/y, not in z)
+    cut_nm = angstrom_to_nm(BOND_CUTOFF_ANGSTROM[frozenset(("M", "O"))])
+    o_idx = np.array([a.index for a in o_atoms])
+    o_pos = pos[o_idx]
+    for m in metal_atoms:
+        d = o_pos - pos[m.index]
+        d[:, :2] -= np.round(d[:, :2] / box) * box
+        for hit in np.nonzero(np.linalg.norm(d, axis=1) < cut_nm)[0]:
+            top.addBond(m, o_atoms[hit])
+
+    zmin = pos[:, 2].min()
+    pos[:, 2] -= zmin
+    thickness = float(pos[:, 2].max())
+    top.setPeriodicBoxVectors(
+        (u.Quantity((box[0], 0, 0), u.nanometer), u.Quantity((0, box[1], 0), u.nanometer),
+         u.Quantity((0, 0, thickness), u.nanometer))
+    )  # fmt: skip
+
+    mass = float(sum(a.element.mass.value_in_unit(u.dalton) for a in top.atoms()))
+    charges = template_charges()
+    charge = float(sum(charges[a.residue.name][a.name] for a in top.atoms()))
+    if abs(charge) > 1e-9:
+        raise BuildError(f"mof slab: net charge {charge:.3g} e, expected 0 (check forcefields/mof.xml)")
+
+    exposed = 0
+    for m, ax in zip(metal_atoms, axial):
+        site_z = pos[m.index, 2] + AXIAL_SITE_NM * ax[2]
+        if (ax[2] < 0 and site_z <= EXPOSED_FACE_NM) or (ax[2] > 0 and site_z >= thickness - EXPOSED_FACE_NM):
+            exposed += 1
+
+    return MofSlab(
+        topology=top,
+        positions_nm=pos,
+        box_x_nm=float(box[0]),
+        box_y_nm=float(box[1]),
+        thickness_nm=thickness,
+        mass_amu=mass,
+        charge_e=charge,
+        metal=metal,
+        cells=(nx, ny, nz),
+        n_metal_sites_exposed=exposed,
+    )
+
+
+def _upper_end(xyz: np.ndarray) -> int:
+    """Index (0/1) of the paddlewheel metal with larger z, ties by larger y, then larger x."""
+    d = xyz[1] - xyz[0]
+    for axis in (2, 1, 0):
+        if abs(d[axis]) > 1e-6:
+            return 1 if d[axis] > 0 else 0
+    return 0
+
+
+def cell_density_g_cm3(metal: str = "Cu") -> float:
+    """Density of the full M3(BTC)2 cell from element masses and a^3 (FeNi: half Fe, half Ni)."""
+    from pipeline.units import density_g_per_cm3
+
+    if metal not in METALS:
+        raise ConfigError(one_of("mof_metal", metal, METALS))
+    labels, _ = _cell()
+    mass_of = lambda s: app.Element.getBySymbol(s).mass.value_in_unit(u.dalton)  # noqa: E731
+    m_metal = 0.5 * (mass_of("Fe") + mass_of("Ni")) if metal == "FeNi" else mass_of(metal)
+    mass = sum(m_metal if lab == "M" else mass_of(SITE_ELEMENT[lab]) for lab in labels)
+    return density_g_per_cm3(mass, angstrom_to_nm(A_CELL_ANGSTROM) ** 3)
