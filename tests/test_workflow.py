@@ -1,0 +1,114 @@
+"""End to end: the default workflow (config/config.yaml) on CPU, and the workflow's static checks.
+
+The run test is the tiny regression test: it runs every rule of the default config once (module-scoped
+fixture) and checks the outputs are physically sane and readable by MDAnalysis and mdtraj.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def snakemake(*args, cwd):
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args],
+        cwd=cwd, env=ENV, capture_output=True, text=True,
+    )
+
+
+def test_dry_run_lists_every_step(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    out = snakemake("-n", "--cores", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    n_runs = len(DEFAULT["systems"]) * len(DEFAULT["temperatures_K"])
+    for rule, count in [("build", len(DEFAULT["systems"])), ("minimise", n_runs),
+                        ("md_stage", n_runs * len(DEFAULT["protocol"]["stages"])), ("analyse", n_runs), ("summarise", 1)]:
+        assert any(line.split() == [rule, str(count)] for line in out.stdout.splitlines()), (rule, out.stdout[-2000:])
+
+
+def test_lint_has_only_the_conda_lint():
+    """`snakemake --lint`: the only lint left is 'use conda/containers', which a PyPI-only project cannot meet."""
+    out = subprocess.run([str(BIN / "snakemake"), "--lint", "json"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    lints = json.loads(out.stdout)
+    titles = {l["title"] for group in lints.values() for item in (group.values() if isinstance(group, dict) else [group])
+              for l in (item if isinstance(item, list) else [])}
+    assert titles <= {"Specify a conda environment or container for each rule."}, titles
+
+
+def test_invalid_config_stops_before_anything_is_written(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    out = snakemake("-n", "--cores", "1", "--config", "systems={CPE: {eo_per_chain: 10, eo_per_na: 20, mof_wt_percent: 60}}", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "systems.CPE.mof_wt_percent: 60 is out of range; must be < 50" in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("default_run")
+    shutil.copytree(ROOT / "config", work / "config")
+    out = snakemake("--cores", "2", "--config", "platform=CPU", cwd=work)
+    if out.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
+        pytest.fail(f"default workflow failed:\n{out.stderr[-4000:]}\n{logs}")
+    return work
+
+
+@pytest.mark.slow
+def test_default_run_outputs_are_sane(default_run):
+    import MDAnalysis as mda
+    import mdtraj
+
+    production = DEFAULT["protocol"]["stages"][-1]
+    n_frames = round(production["time_ps"] / production["trajectory_interval_ps"])
+    T = f"{DEFAULT['temperatures_K'][0]:g}"
+    for system in DEFAULT["systems"]:
+        run = default_run / "results" / system / "rep0"
+        comp = json.loads((run / "build" / "composition.json").read_text())
+        assert comp["provenance"]["packages"]["openmm"]
+        ff = json.loads((run / "params" / "forcefield.json").read_text())
+        assert ff["charge_scale"] == DEFAULT["forcefield"]["charge_scale"]
+
+        # neutral box: sum of NonbondedForce charges
+        import openmm
+        system_xml = openmm.XmlSerializer.deserialize((run / "params" / "system.xml").read_text())
+        nb = next(f for f in system_xml.getForces() if isinstance(f, openmm.NonbondedForce))
+        total = sum(nb.getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge) for i in range(nb.getNumParticles()))
+        assert abs(total) < 1e-6
+
+        md = run / f"{T}K" / "md" / production["name"]
+        top, traj = run / "params" / "topology.pdb", md / "trajectory.dcd"
+        u = mda.Universe(str(top), str(traj))
+        t = mdtraj.load(str(traj), top=str(top))
+        assert len(u.trajectory) == t.n_frames == n_frames
+        assert t.n_atoms == u.atoms.n_atoms == system_xml.getNumParticles()
+        done = json.loads((md / "done.json").read_text())
+        assert done["provenance"]["seed"] is not None
+
+        transport = json.loads((run / f"{T}K" / "analysis" / "transport.json").read_text())
+        d_na = transport["diffusion"]["Na"]["D_cm2_per_s"]
+        assert np.isfinite(d_na) and d_na > 0
+        if system == "PEO":  # with a slab, box-volume normalisation does not tend to 1
+            with open(run / f"{T}K" / "analysis" / "rdf_Na-O_ether.csv") as fh:
+                rows = list(csv.DictReader(fh))
+            g = np.array([float(r["g(r)"]) for r in rows])
+            tail = g[int(0.75 * len(g)):]
+            assert abs(tail.mean() - 1.0) < 0.1, tail.mean()
+        assert list((run / f"{T}K" / "analysis" / "figures").glob("*.png"))
+
+    with open(default_run / "results" / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["system"] for r in rows} >= set(DEFAULT["systems"])
