@@ -92,11 +92,21 @@ def _stage(config: dict, name: str) -> dict:
     raise ConfigError(f"--stage: {name!r} is not a protocol stage; allowed values: {', '.join(s['name'] for s in stages)}")
 
 
+def resolve_stage_temperature(stage: dict, run_temperature_K: float) -> dict:
+    """Replace the word "run" in a stage's temperature (or ramp) by the run's temperature."""
+    value = stage.get("temperature_K", "run")
+    if isinstance(value, list):
+        value = [run_temperature_K if v == "run" else v for v in value]
+    elif value == "run":
+        value = run_temperature_K
+    return {**stage, "temperature_K": value}
+
+
 def cmd_md(args):
     from pipeline.engine import StageIncomplete, run_stage
 
     config = _config(args)
-    stage = _stage(config, args.stage)
+    stage = resolve_stage_temperature(_stage(config, args.stage), args.temperature)
     try:
         run_stage(
             Path(args.params),

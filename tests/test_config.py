@@ -100,3 +100,11 @@ def test_missing_file_named(tmp_path):
 def test_replica_seeds_differ():
     cfg = validate_config(DEFAULT)
     assert len({replica_seed(cfg, r) for r in range(5)}) == 5
+
+
+def test_stage_temperature_word_run_is_the_run_temperature():
+    from pipeline.cli import resolve_stage_temperature
+
+    assert resolve_stage_temperature({"name": "a", "temperature_K": [500, "run"]}, 353.0)["temperature_K"] == [500, 353.0]
+    assert resolve_stage_temperature({"name": "a"}, 300.0)["temperature_K"] == 300.0
+    assert resolve_stage_temperature({"name": "a", "temperature_K": 400}, 300.0)["temperature_K"] == 400
