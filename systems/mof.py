@@ -50,11 +50,18 @@ with identical types and charges.
 
 Open metal sites
 ----------------
-The axial (open) site of a paddlewheel metal points along the M-M axis, away from its partner, at
-``AXIAL_SITE_NM`` (0.22 nm, the axial Cu-O(water) distance of hydrated HKUST-1, Chui et al.). A metal
-counts in ``n_metal_sites_exposed`` when its axial site lies within ``EXPOSED_FACE_NM`` (0.3 nm) of
-the slab face its axis points to, or beyond that face (z <= 0.3 nm with the axis pointing to -z, or
-z >= thickness - 0.3 nm with the axis pointing to +z).
+The axial (open) site of a paddlewheel metal lies on the M-M axis, away from its partner, at
+``AXIAL_SITE_NM`` (0.22 nm, about the axial Cu-O(water) distance of hydrated HKUST-1). A metal counts
+in ``n_metal_sites_exposed`` when its axial site lies within ``EXPOSED_FACE_NM`` (0.3 nm) of a slab
+face or beyond it: site z <= 0.3 nm or site z >= thickness_nm - 0.3 nm.
+
+Faces (M-M axes are along <110>, so 45 degrees to z or in-plane): the window starts between the
+paddlewheel layer at z = 0 and the linker layer at z = 0.158 a. The bottom face is a linker layer; the
+8 metals per cell of the next paddlewheel layer whose axes point down (-z) have their axial site
+0.27 nm above the bottom face (exposed, fully coordinated). The top face is a paddlewheel layer with
+in-plane axes, 4 paddlewheels per cell that kept 2 of their 4 carboxylates (8 metals with an axial
+site at the top face, exposed). A (nx, ny, 1) slab: 16*nx*ny exposed metals, thickness 2.50 nm;
+each added cell in z adds 2.63 nm.
 
 FeNi
 ----
@@ -77,7 +84,7 @@ import openmm.app as app
 import openmm.unit as u
 
 from pipeline.errors import BuildError, ConfigError, one_of
-from pipeline.units import angstrom_to_nm
+from pipeline.units import angstrom_to_nm, density_g_per_cm3
 
 #: Cubic lattice constant of Cu3(BTC)2 (Chui et al. 1999), Angstrom.
 A_CELL_ANGSTROM = 26.343
@@ -111,8 +118,10 @@ BOND_CUTOFF_ANGSTROM = {
     frozenset(("CH", "H")): 1.3,
 }
 
-#: Fractional z at which the slab window starts (between layers of unit centres, see module doc).
-Z_ORIGIN_FRACTION = 0.125
+#: Fractional z at which the slab window starts: mid-way between the paddlewheel layer at z = 0 and
+#: the linker layer at z = 0.1576 (unit-centre layers per cell: PW 0, BTC 0.1576, PW 0.25,
+#: BTC 0.3424, PW 0.5, ...). See the module docstring for the resulting faces.
+Z_ORIGIN_FRACTION = 0.0788
 
 AXIAL_SITE_NM = 0.22
 EXPOSED_FACE_NM = 0.3
@@ -126,16 +135,16 @@ _METAL_RESNAME = {"Fe": "FE", "Ni": "NI", "Cu": "CU"}
 class MofSlab:
     """A periodic-in-x/y M3(BTC)2 slab (OpenMM units: nm, amu, e)."""
 
-    topology: app.Topology
-    positions_nm: np.ndarray  # (N, 3)
-    box_x_nm: float
-    box_y_nm: float
-    thickness_nm: float
+    topology: app.Topology  # BTC residues first, then the metal residues (paddlewheel partners adjacent)
+    positions_nm: np.ndarray  # (N, 3), z in [0, thickness_nm]; units whole (x/y may leave [0, box))
+    box_x_nm: float  # cells[0] * a
+    box_y_nm: float  # cells[1] * a
+    thickness_nm: float  # z extent of the atom centres (no clearance)
     mass_amu: float
-    charge_e: float
-    metal: str
+    charge_e: float  # sum of the forcefields/mof.xml charges (0 within 1e-9, else BuildError)
+    metal: str  # FeNi, Fe, Ni or Cu
     cells: tuple[int, int, int]
-    n_metal_sites_exposed: int
+    n_metal_sites_exposed: int  # metals whose axial site is within 0.3 nm of a face (module doc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +360,7 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
     a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
     units = _cell_units()
 
-    placed: list[tuple[_Unit, np.ndarray]] = []  # (unit, cartesian nm of its atoms)
+    placed: list[tuple[_Unit, np.ndarray, np.ndarray]] = []  # (unit, atoms nm, centre nm)
     for k in range(nz):
         for j in range(ny):
             for i in range(nx):
@@ -416,10 +425,8 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
     zmin = pos[:, 2].min()
     pos[:, 2] -= zmin
     thickness = float(pos[:, 2].max())
-    top.setPeriodicBoxVectors(
-        (u.Quantity((box[0], 0, 0), u.nanometer), u.Quantity((0, box[1], 0), u.nanometer),
-         u.Quantity((0, 0, thickness), u.nanometer))
-    )  # fmt: skip
+    # No periodic box on the topology: the slab is periodic in x/y only (box_x_nm, box_y_nm); the
+    # composite-box builder sets the full box with its z clearance.
 
     mass = float(sum(a.element.mass.value_in_unit(u.dalton) for a in top.atoms()))
     charges = template_charges()
@@ -427,11 +434,8 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
     if abs(charge) > 1e-9:
         raise BuildError(f"mof slab: net charge {charge:.3g} e, expected 0 (check forcefields/mof.xml)")
 
-    exposed = 0
-    for m, ax in zip(metal_atoms, axial):
-        site_z = pos[m.index, 2] + AXIAL_SITE_NM * ax[2]
-        if (ax[2] < 0 and site_z <= EXPOSED_FACE_NM) or (ax[2] > 0 and site_z >= thickness - EXPOSED_FACE_NM):
-            exposed += 1
+    site_z = pos[[m.index for m in metal_atoms], 2] + AXIAL_SITE_NM * np.asarray(axial)[:, 2]
+    exposed = int(np.count_nonzero((site_z <= EXPOSED_FACE_NM) | (site_z >= thickness - EXPOSED_FACE_NM)))
 
     return MofSlab(
         topology=top,
@@ -458,8 +462,6 @@ def _upper_end(xyz: np.ndarray) -> int:
 
 def cell_density_g_cm3(metal: str = "Cu") -> float:
     """Density of the full M3(BTC)2 cell from element masses and a^3 (FeNi: half Fe, half Ni)."""
-    from pipeline.units import density_g_per_cm3
-
     if metal not in METALS:
         raise ConfigError(one_of("mof_metal", metal, METALS))
     labels, _ = _cell()
