@@ -8,6 +8,8 @@ cm^2/s for diffusivities and S/cm for conductivities. Every conversion goes thro
 NM_PER_ANGSTROM = 0.1
 ANGSTROM_PER_NM = 10.0
 CM_PER_NM = 1.0e-7
+M_PER_NM = 1.0e-9
+M_PER_CM = 1.0e-2
 S_PER_PS = 1.0e-12
 
 #: 1 nm^2/ps expressed in cm^2/s (1e-14 cm^2 / 1e-12 s).

@@ -1,0 +1,235 @@
+"""Analysis of one run's production trajectory: the function the workflow calls.
+
+:func:`analyse_production` reads the topology (PDB with CONECT) and trajectory (DCD) of a production
+stage, computes in ONE pass over the trajectory the RDFs of the pairs below and the unwrapped
+positions of Na+ atoms and TFSI- centres of mass, then derives D (per species, with uncertainty),
+Nernst-Einstein and Einstein-Helfand conductivities, transference numbers, and in a second pass the
+ion-pairing fractions and Na-O(TFSI) residence times with the Na-O(TFSI) first-shell radius.
+
+Selections (docs/contracts.md): Na ``resname NA``; O(TFSI) ``resname TFS and name O*``; N(TFSI)
+``resname TFS and name N1``; O(ether) ``resname PEH PEM and name O*``; MOF metal ``resname FE NI CU``.
+Pairs: Na-O_TFSI, Na-O_ether, Na-N_TFSI, Na-metal (only with a MOF), Na-Na. Same-residue pairs are
+excluded. g(r) is normalised by the per-frame box volume unless ``rdf_accessible_volume_nm3`` is set.
+
+Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)"), ``msd_<species>.csv``
+("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``.
+
+transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
+mean_volume_nm3, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
+D_cm2_per_s, D_sigma_cm2_per_s, D_full_fit_nm2_per_ps, beta, beta_ok, fit_window_ps,
+uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
+sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
+t_plus_collective(_err), haven_ratio, charge_scale, uncertainty methods}, rdf {pair: r_max_nm, bins,
+normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn},
+pairing {free_fraction, cip_fraction, agg_fraction (+ _sem), cutoff_nm, tau_continuous_ps,
+tau_intermittent_ps, ...} or null, flags [strings], provenance. Non-finite numbers are written as null.
+
+analysis_cfg keys: rdf_r_max_nm (clipped to half the shortest box width with a warning), rdf_bins,
+msd_fit_start_fraction, msd_fit_end_fraction, and optionally rdf_accessible_volume_nm3, msd_n_blocks.
+For very short trajectories a fit window with < 2 lags is widened to all lags (flagged) so that
+finite numbers come out; beta is then flagged as not diffusive.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.files import write_json_atomic, write_text_atomic
+from pipeline.provenance import provenance
+from pipeline.units import nm_to_angstrom
+
+from analysis._common import half_min_width_nm, load_universe, nan_to_none, run_together, select
+from analysis.conductivity import conductivity_from_positions
+from analysis.msd import MSD, fit_window
+from analysis.pairing import IonPairing
+from analysis.plots import plot_msd, plot_rdf
+from analysis.rdf import RDF
+
+SELECTIONS = {
+    "Na": "resname NA",
+    "O_TFSI": "resname TFS and name O*",
+    "N_TFSI": "resname TFS and name N1",
+    "O_ether": "resname PEH PEM and name O*",
+    "metal": "resname FE NI CU",
+    "TFSI": "resname TFS",
+}
+PAIRS = (("Na-O_TFSI", "Na", "O_TFSI"), ("Na-O_ether", "Na", "O_ether"), ("Na-N_TFSI", "Na", "N_TFSI"),
+         ("Na-metal", "Na", "metal"), ("Na-Na", "Na", "Na"))
+CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 0.1, "msd_fit_end_fraction": 0.5,
+                "rdf_accessible_volume_nm3": None, "msd_n_blocks": 5}
+_FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "D_full_fit_nm2_per_ps",
+             "beta", "beta_ok", "fit_window_ps", "D_dof", "D_ci95_half_width_nm2_per_ps", "fit_window_fractions",
+             "window_selection", "n_blocks",
+             "block_D_nm2_per_ps", "uncertainty_method", "block_consistent_with_full_fit", "dimension")
+
+
+def _config(analysis_cfg):
+    cfg = dict(CFG_DEFAULTS)
+    for k, v in (analysis_cfg or {}).items():
+        if k not in CFG_DEFAULTS:
+            raise ConfigError(f"unknown key analysis.{k}; allowed keys here: {', '.join(sorted(CFG_DEFAULTS))}")
+        cfg[k] = v
+    return cfg
+
+
+def _csv(header, *columns) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in zip(*columns):
+        w.writerow([f"{x:.8g}" for x in row])
+    return buf.getvalue()
+
+
+def _optional(u, key):
+    try:
+        return select(u, SELECTIONS[key], key)
+    except InputError:
+        return None
+
+
+def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge_scale: float,
+                       temperature_K: float, provenance_extra: dict | None = None) -> dict:
+    """Analyse a production trajectory; writes the files listed in the module docstring, returns transport.json."""
+    cfg = _config(analysis_cfg)
+    if not temperature_K > 0:
+        raise ConfigError(f"temperature_K: {temperature_K!r} must be > 0")
+    if not charge_scale > 0:
+        raise ConfigError(f"charge_scale: {charge_scale!r} must be > 0")
+    out_dir = Path(out_dir)
+    u = load_universe(topology, trajectory)
+    T = u.trajectory.n_frames
+    if T < 3:
+        raise InputError(f"trajectory {trajectory}: {T} frame(s); at least 3 are needed for MSD and conductivity")
+    flags = []
+    na = select(u, SELECTIONS["Na"], "Na selection")
+    tfsi = select(u, SELECTIONS["TFSI"], "TFSI selection")
+    groups = {k: _optional(u, k) for k in ("O_TFSI", "N_TFSI", "O_ether", "metal")}
+    groups["Na"] = na
+
+    # r_max: half the shortest box width over (a sample of) the frames
+    step = max(1, T // 20)
+    limits = [half_min_width_nm(ts.dimensions) for ts in u.trajectory[::step]]
+    limits.append(half_min_width_nm(u.trajectory[-1].dimensions))
+    r_max = float(cfg["rdf_r_max_nm"])
+    if r_max > min(limits):
+        warnings.warn(f"analysis.rdf_r_max_nm={r_max} clipped to half the shortest box width {min(limits):.4g} nm",
+                      RuntimeWarning, stacklevel=2)
+        flags.append(f"rdf_r_max_nm clipped from {r_max} to {min(limits):.6g} nm (half the shortest box width)")
+        r_max = float(np.floor(min(limits) * 1e4) / 1e4)
+
+    start, end = float(cfg["msd_fit_start_fraction"]), float(cfg["msd_fit_end_fraction"])
+    try:
+        fit_window(T, start, end)
+    except InputError:
+        flags.append(f"MSD fit window [{start}, {end}] has < 2 lags with {T} frames; widened to all lags")
+        start, end = 0.0, 1.0
+    rdfs = {}
+    for name, a, b in PAIRS:
+        if groups.get(b) is None:
+            if b != "metal":
+                flags.append(f"pair {name} skipped: selection {SELECTIONS[b]!r} matches no atoms")
+            continue
+        rdfs[name] = RDF(groups[a], groups[b], r_max_nm=r_max, bins=int(cfg["rdf_bins"]), exclude_same="residue",
+                         accessible_volume_nm3=cfg["rdf_accessible_volume_nm3"])
+    fit_kw = dict(fit_start_fraction=start, fit_end_fraction=end, n_blocks=int(cfg["msd_n_blocks"]))
+    msds = {"Na": MSD(na, compound="atoms", **fit_kw), "TFSI": MSD(tfsi, compound="residues", **fit_kw)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # r_max already checked above
+        run_together(list(rdfs.values()) + list(msds.values()))
+
+    dt = float(msds["Na"].results.dt_ps)
+    volume = float(msds["Na"].results.mean_volume_nm3)
+    diffusion = {}
+    for sp, m in msds.items():
+        d = {k: m.results[k] for k in _FIT_KEYS}
+        d["max_step_fraction"] = m.results.max_step_fraction
+        d["n_particles"] = m.results.n_particles
+        diffusion[sp] = d
+        if not m.results.beta_ok:
+            flags.append(f"{sp}: MSD not diffusive in the fit window (beta={m.results.beta:.3g}); D is an estimate")
+        if not m.results.unwrap_precondition_ok:
+            flags.append(f"{sp}: a particle moved close to half the box between frames; unwrapping may be wrong")
+    cond = conductivity_from_positions(msds["Na"].results.positions_nm, msds["TFSI"].results.positions_nm, dt,
+                                       volume, temperature_K, charge_scale, min_block_frames=20,
+                                       cation_fit=diffusion["Na"], anion_fit=diffusion["TFSI"], **fit_kw)
+    ne, eh = cond["nernst_einstein"], cond["einstein_helfand"]
+    conductivity = {
+        "sigma_NE_S_per_cm": ne["sigma_S_per_cm"], "sigma_NE_err_S_per_cm": ne["sigma_err_S_per_cm"],
+        "sigma_EH_S_per_cm": eh["sigma_EH_S_per_cm"], "sigma_EH_err_S_per_cm": eh["sigma_EH_err_S_per_cm"],
+        "sigma_plus_plus_S_per_cm": eh["sigma_plus_plus_S_per_cm"],
+        "sigma_minus_minus_S_per_cm": eh["sigma_minus_minus_S_per_cm"],
+        "sigma_plus_minus_S_per_cm": eh["sigma_plus_minus_S_per_cm"],
+        "t_plus_ideal": ne["t_plus"], "t_plus_ideal_err": ne["t_plus_err"],
+        "t_plus_collective": eh["t_plus_collective"], "t_plus_collective_err": eh["t_plus_collective_err"],
+        "haven_ratio": cond["haven_ratio"], "charge_scale": float(charge_scale),
+        "sigma_NE_uncertainty_method": "first-order propagation of sigma_D",
+        "sigma_EH_uncertainty_method": eh["uncertainty_method"], "fit_window_ps": eh["fit_window_ps"],
+    }
+
+    rdf_out = {}
+    for name, r in rdfs.items():
+        res = r.results
+        rc = res.first_shell_radius_nm
+        rdf_out[name] = {
+            "selection_a": SELECTIONS[dict((p[0], p[1]) for p in PAIRS)[name]],
+            "selection_b": SELECTIONS[dict((p[0], p[2]) for p in PAIRS)[name]],
+            "r_max_nm": r_max, "bins": int(cfg["rdf_bins"]), "normalisation": res.normalisation,
+            "peaks_A": [float(x) for x in nm_to_angstrom(np.asarray(res.peaks_nm))],
+            "first_peak_A": float(nm_to_angstrom(res.first_peak_nm)),
+            "first_shell_radius_nm": rc, "first_shell_radius_A": float(nm_to_angstrom(rc)),
+            "first_shell_cn": res.first_shell_cn,
+        }
+        if not res.first_minimum_found:
+            flags.append(f"{name}: no first-shell minimum found in g(r) up to {r_max} nm")
+        write_text_atomic(out_dir / f"rdf_{name}.csv", _csv(["r (nm)", "g(r)", "n(r)"], res.bins_nm, res.rdf, res.cn))
+    for sp, m in msds.items():
+        write_text_atomic(out_dir / f"msd_{sp}.csv",
+                          _csv(["lag (ps)", "MSD (nm^2)"], m.results.lagtimes_ps, m.results.msd_nm2))
+
+    pairing = None
+    rc = rdfs["Na-O_TFSI"].results.first_shell_radius_nm if "Na-O_TFSI" in rdfs else float("nan")
+    if np.isfinite(rc):
+        p = IonPairing(na, groups["O_TFSI"], rc).run()
+        pairing = {k: p.results[k] for k in ("free_fraction", "free_fraction_sem", "cip_fraction", "cip_fraction_sem",
+                                             "agg_fraction", "agg_fraction_sem", "mean_bound_oxygens", "cutoff_nm",
+                                             "classification")}
+        pairing["cutoff_A"] = float(nm_to_angstrom(rc))
+        for k in ("tau_continuous_ps", "tau_intermittent_ps", "tau_continuous_lower_bound",
+                  "tau_intermittent_lower_bound", "residence_definition"):
+            pairing[k] = p.results.get(k)
+    else:
+        flags.append("pairing skipped: no Na-O(TFSI) first-shell radius")
+
+    figs = out_dir / "figures"
+    for name, r in rdfs.items():
+        plot_rdf([{"r_nm": r.results.bins_nm, "g": r.results.rdf, "cn": r.results.cn, "label": name,
+                   "first_shell_radius_nm": r.results.first_shell_radius_nm}], figs / f"rdf_{name}",
+                 title=f"{name}, {temperature_K:g} K")
+    plot_rdf([{"r_nm": r.results.bins_nm, "g": r.results.rdf, "cn": r.results.cn, "label": n}
+              for n, r in rdfs.items()], figs / "rdf_all", title=f"{temperature_K:g} K")
+    plot_msd([{"lag_ps": m.results.lagtimes_ps, "msd_nm2": m.results.msd_nm2, "label": sp,
+               "fit_window_ps": m.results.fit_window_ps, "D_nm2_per_ps": m.results.D_full_fit_nm2_per_ps,
+               "dim": 3, "beta": m.results.beta} for sp, m in msds.items()], figs / "msd",
+             title=f"{temperature_K:g} K")
+
+    extra = dict(provenance_extra or {})
+    result = {
+        "system": extra.get("system"), "replica": extra.get("replica"),
+        "temperature_K": float(temperature_K), "charge_scale": float(charge_scale),
+        "n_frames": int(T), "dt_ps": dt, "time_span_ps": dt * (T - 1), "mean_volume_nm3": volume,
+        "n_ions": {"Na": int(len(na)), "TFSI": int(msds["TFSI"].results.n_particles)},
+        "diffusion": diffusion, "conductivity": conductivity, "rdf": rdf_out, "pairing": pairing, "flags": flags,
+        "provenance": provenance(config={"analysis": cfg, "charge_scale": charge_scale,
+                                         "temperature_K": temperature_K},
+                                 inputs=[topology, trajectory], extra=extra),
+    }
+    result = nan_to_none(result)
+    write_json_atomic(out_dir / "transport.json", result)
+    return result

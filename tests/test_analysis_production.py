@@ -1,0 +1,108 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.production import analyse_production
+from analysis.summary import summarise
+from pipeline.errors import ConfigError, InputError
+
+DATA = Path(__file__).parent / "data"
+TOP, TRJ = DATA / "tiny_electrolyte.pdb", DATA / "tiny_electrolyte.dcd"
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prod") / "results" / "tiny" / "rep0" / "353K" / "analysis"
+    res = analyse_production(TOP, TRJ, out, {"rdf_bins": 100}, 0.8, 353.0, {"system": "tiny", "replica": 0})
+    return out, res
+
+
+def test_files_and_columns(produced):
+    out, res = produced
+    for pair in ("Na-O_TFSI", "Na-O_ether", "Na-N_TFSI", "Na-Na"):
+        rows = list(csv.reader((out / f"rdf_{pair}.csv").open()))
+        assert rows[0] == ["r (nm)", "g(r)", "n(r)"] and len(rows) == 101
+    assert not (out / "rdf_Na-metal.csv").exists()  # no MOF in this box
+    for sp in ("Na", "TFSI"):
+        rows = list(csv.reader((out / f"msd_{sp}.csv").open()))
+        assert rows[0] == ["lag (ps)", "MSD (nm^2)"] and len(rows) == 41
+        assert float(rows[2][0]) == pytest.approx(1.0, rel=1e-5)  # frame interval from the DCD
+    for name in ("rdf_Na-O_TFSI", "rdf_all", "msd"):
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    on_disk = json.loads((out / "transport.json").read_text())
+    assert on_disk["diffusion"]["Na"]["D_cm2_per_s"] == res["diffusion"]["Na"]["D_cm2_per_s"]
+    assert "packages" in on_disk["provenance"] and on_disk["provenance"]["system"] == "tiny"
+
+
+def test_physics_of_the_reference_box(produced):
+    _, res = produced
+    rdf = res["rdf"]["Na-O_TFSI"]
+    assert rdf["first_peak_A"] == pytest.approx(2.3, abs=0.11)  # Na 0..5 sit 0.23 nm from an O1
+    assert 2.3 < rdf["first_shell_radius_A"] < 3.5
+    assert rdf["normalisation"].startswith("box volume")
+    # 6 of 12 Na are contact pairs by construction; the others meet anions only by chance
+    assert 0.3 < res["pairing"]["free_fraction"] < 0.6
+    assert res["pairing"]["cip_fraction"] >= 0.45
+    for sp, D_true in (("Na", None), ("TFSI", 1e-3)):
+        d = res["diffusion"][sp]
+        assert np.isfinite(d["D_nm2_per_ps"]) and d["D_sigma_nm2_per_ps"] > 0 and np.isfinite(d["beta"])
+        assert d["D_cm2_per_s"] == pytest.approx(d["D_nm2_per_ps"] * 1e-2)
+    assert abs(res["diffusion"]["TFSI"]["D_nm2_per_ps"] - 1e-3) < 4 * res["diffusion"]["TFSI"]["D_sigma_nm2_per_ps"] + 2e-4
+    c = res["conductivity"]
+    assert c["sigma_NE_S_per_cm"] > 0 and c["charge_scale"] == 0.8
+    assert 0 < c["t_plus_ideal"] < 1 and np.isfinite(c["sigma_EH_S_per_cm"])
+
+
+def test_short_trajectory_still_gives_finite_numbers_and_flags(tmp_path):
+    import MDAnalysis as mda
+
+    u = mda.Universe(str(TOP), str(TRJ))
+    short = tmp_path / "short.dcd"
+    with mda.Writer(str(short), u.atoms.n_atoms, dt=1.0) as w:
+        for ts in u.trajectory[:3]:
+            w.write(u.atoms)
+    res = analyse_production(TOP, short, tmp_path / "a", {}, 1.0, 300.0)
+    for sp in ("Na", "TFSI"):
+        d = res["diffusion"][sp]
+        assert d["D_nm2_per_ps"] is not None and d["D_sigma_nm2_per_ps"] is not None
+        assert np.isfinite(d["D_nm2_per_ps"]) and np.isfinite(d["beta"])
+    assert any("widened" in f for f in res["flags"])
+
+
+def test_r_max_clipped_with_warning(tmp_path):
+    with pytest.warns(RuntimeWarning, match="clipped"):
+        res = analyse_production(TOP, TRJ, tmp_path, {"rdf_r_max_nm": 2.0, "rdf_bins": 20}, 1.0, 300.0)
+    assert res["rdf"]["Na-Na"]["r_max_nm"] <= 1.3
+    assert any("clipped" in f for f in res["flags"])
+
+
+def test_invalid_inputs(tmp_path):
+    with pytest.raises(InputError, match="tiny_mismatch.pdb"):
+        analyse_production(DATA / "tiny_mismatch.pdb", TRJ, tmp_path, {}, 1.0, 300.0)
+    with pytest.raises(ConfigError, match="unknown key analysis.rdf_nbins"):
+        analyse_production(TOP, TRJ, tmp_path, {"rdf_nbins": 3}, 1.0, 300.0)
+    with pytest.raises(InputError, match="does not exist"):
+        analyse_production(TOP, tmp_path / "none.dcd", tmp_path, {}, 1.0, 300.0)
+    assert not (tmp_path / "transport.json").exists()
+
+
+def test_summary_rows_and_replica_combination(produced, tmp_path):
+    out, res = produced
+    second = tmp_path / "results" / "tiny" / "rep1" / "353K" / "analysis" / "transport.json"
+    second.parent.mkdir(parents=True)
+    data = json.loads((out / "transport.json").read_text())
+    data["replica"] = None  # taken from the path
+    data["diffusion"]["Na"]["D_cm2_per_s"] *= 2
+    second.write_text(json.dumps(data))
+    summarise([out / "transport.json", second], tmp_path / "summary.csv")
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [r["replica"] for r in rows] == ["0", "1", "combined (n=2)"]
+    d0, s0 = res["diffusion"]["Na"]["D_cm2_per_s"], res["diffusion"]["Na"]["D_sigma_cm2_per_s"]
+    assert float(rows[2]["D_Na_cm2_per_s"]) == pytest.approx(1.5 * d0, rel=1e-5)  # equal weights
+    assert float(rows[2]["D_Na_sigma_cm2_per_s"]) >= s0 / np.sqrt(2) * 0.999
+    with pytest.raises(InputError, match="transport json"):
+        summarise([tmp_path / "missing.json"], tmp_path / "x.csv")

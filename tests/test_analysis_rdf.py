@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from MDAnalysis.analysis.rdf import InterRDF
+
+from analysis.rdf import RDF, first_shell
+from analysis.synthetic import _universe, fcc_universe, uniform_universe
+from pipeline.errors import ConfigError, InputError
+
+
+def test_uniform_points_give_g_of_one_within_poisson_noise():
+    u = uniform_universe(n_a=200, n_b=400, n_frames=20, seed=1)
+    r = RDF(u.select_atoms("resname A"), u.select_atoms("resname B"), r_max_nm=1.4, bins=70).run().results
+    expected = r.n_frames * r.n_pairs * 4 / 3 * np.pi * np.diff(r.edges_nm**3) / r.mean_volume_nm3
+    ok = expected > 50
+    z = (r.count[ok] - expected[ok]) / np.sqrt(expected[ok])
+    assert np.all(np.abs(z) < 5)
+    assert abs(np.mean(r.rdf[ok]) - 1) < 0.01
+    assert not np.isfinite(r.first_shell_radius_nm)  # no structure, no shell
+    assert r.normalisation.startswith("box volume")
+
+
+def test_fcc_lattice_peaks_and_first_shell_cn_12():
+    a = 0.4
+    u = fcc_universe(a_nm=a, cells=4)
+    r = RDF(u.atoms, u.atoms, r_max_nm=0.79, bins=158).run().results
+    dr = 0.79 / 158
+    for shell in (a / np.sqrt(2), a, a * np.sqrt(1.5)):
+        assert np.min(np.abs(r.peaks_nm - shell)) <= dr
+    assert a / np.sqrt(2) < r.first_shell_radius_nm < a
+    assert r.first_shell_cn == pytest.approx(12.0)
+    # running CN reaches 12 + 6 after the second shell
+    k = np.searchsorted(r.bins_nm, 0.45)
+    assert r.cn[k] == pytest.approx(18.0)
+
+
+def test_equals_mdanalysis_interrdf():
+    u = uniform_universe(n_a=100, n_b=150, n_frames=5, seed=4)
+    a, b = u.select_atoms("resname A"), u.select_atoms("resname B")
+    ours = RDF(a, b, r_max_nm=1.2, bins=60).run().results
+    ref = InterRDF(a, b, nbins=60, range=(0.0, 12.0)).run().results
+    np.testing.assert_allclose(ours.rdf, ref.rdf, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(ours.count, ref.count)
+
+
+def test_npt_per_frame_volume_normalisation():
+    rng = np.random.default_rng(0)
+    n, boxes = 300, np.array([[2.6] * 3, [3.4] * 3] * 4)
+    pos = np.stack([rng.random((n, 3)) * b for b in boxes])
+    u = _universe(n, pos, boxes, 1.0, resnames=["A"] * 100 + ["B"] * 200, names=["X"] * n)
+    a, b = u.select_atoms("resname A"), u.select_atoms("resname B")
+    ours = RDF(a, b, r_max_nm=1.2, bins=24).run().results
+    mid = slice(8, 24)
+    assert abs(np.mean(ours.rdf[mid]) - 1) < 0.03
+    ref = InterRDF(a, b, nbins=24, range=(0.0, 12.0)).run().results  # mean-volume normalisation
+    v1, v2 = 2.6**3, 3.4**3
+    bias = (1 / v1 + 1 / v2) * (v1 + v2) / 4
+    assert np.mean(ref.rdf[mid]) / np.mean(ours.rdf[mid]) == pytest.approx(bias, rel=0.02)
+
+
+def test_accessible_volume_and_residue_exclusion():
+    u = uniform_universe(n_a=50, n_b=50, n_frames=3, seed=2)
+    a = u.select_atoms("resname A")
+    box = RDF(a, a, r_max_nm=1.0, bins=20, exclude_same="residue").run().results
+    assert box.n_pairs == 50 * 49  # each atom its own residue: only self pairs excluded
+    acc = RDF(a, a, r_max_nm=1.0, bins=20, exclude_same="residue", accessible_volume_nm3=13.5).run().results
+    assert acc.normalisation == "accessible volume 13.5 nm^3"
+    np.testing.assert_allclose(acc.rdf, box.rdf * 13.5 / 27.0, rtol=1e-6)
+    np.testing.assert_allclose(acc.cn, box.cn)  # n(r) is a count, volume independent
+
+
+def test_invalid_inputs_raise_one_line_errors():
+    u = uniform_universe(n_a=10, n_b=10, n_frames=2)
+    with pytest.raises(InputError, match="empty atom group"):
+        RDF(u.select_atoms("resname Z"), u.atoms)
+    with pytest.raises(ConfigError, match="exclude_same"):
+        RDF(u.atoms, u.atoms, exclude_same="molecule")
+    with pytest.warns(RuntimeWarning, match="half the box"):
+        RDF(u.atoms, u.atoms, r_max_nm=2.0, bins=10).run()
+
+
+def test_first_shell_finds_minimum_after_first_peak():
+    r = np.linspace(0.005, 0.995, 100)
+    g = 1 + 3 * np.exp(-((r - 0.23) / 0.02) ** 2) - 0.8 * np.exp(-((r - 0.33) / 0.03) ** 2) + \
+        0.5 * np.exp(-((r - 0.45) / 0.04) ** 2)
+    g[r < 0.18] = 0
+    cn = np.cumsum(g)
+    out = first_shell(r, g, cn)
+    assert out["first_peak_nm"] == pytest.approx(0.23, abs=0.011)
+    assert out["first_shell_radius_nm"] == pytest.approx(0.33, abs=0.021)
+    assert out["first_shell_cn"] == cn[np.searchsorted(r, out["first_shell_radius_nm"])]
+
+
+def test_kdtree_and_capped_kernels_agree_with_exclusions():
+    from analysis.synthetic import electrolyte_universe
+
+    u, _, _ = electrolyte_universe(n_pairs=15, n_frames=4, seed=9)
+    tf = u.select_atoms("resname TFS")
+    k = RDF(tf, tf, r_max_nm=1.0, bins=50, exclude_same="residue").run().results
+    c = RDF(tf, tf, r_max_nm=1.0, bins=50, exclude_same="residue", kernel="capped").run().results
+    np.testing.assert_array_equal(k.count, c.count)
+    assert k.n_pairs == 45 * 45 - 15 * 9  # 3x3 same-residue ordered pairs per anion excluded
+    with pytest.raises(ConfigError, match="kernel"):
+        RDF(tf, tf, kernel="fast")
