@@ -4,7 +4,10 @@
 
 
 
-configfile: "config/config.yaml"
+# The embedded small default, unless the user gives --configfile (which then replaces it, not merges).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -20,10 +23,12 @@ wildcard_constraints:
 include: "rules/build.smk"
 include: "rules/simulate.smk"
 include: "rules/analyse.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
         summary_table(),
         all_analysis_outputs(),
+        rules.study.output,
     default_target: True

@@ -208,12 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("transport", nargs="+")
     p.set_defaults(func=cmd_summarise)
 
-    try:
-        from analysis.cli import add_analyse_parser
-    except ImportError:  # pragma: no cover - analysis package always ships; guard keeps the CLI usable
-        pass
-    else:
-        add_analyse_parser(sub)
+    from analysis.cli import add_analyse_parser
+    from analysis.study import add_study_parser
+
+    add_analyse_parser(sub)
+    add_study_parser(sub)
     return parser
 
 

@@ -7,6 +7,14 @@ rule analyse:
         production=f"results/{{system}}/rep{{replica}}/{{T}}K/md/{PRODUCTION}/done.json",
     output:
         transport="results/{system}/rep{replica}/{T}K/analysis/transport.json",
+        figures=report(
+            directory("results/{system}/rep{replica}/{T}K/analysis/figures"),
+            patterns=["{figure}.png"],
+            caption="../report/run_figures.rst",
+            category="Runs",
+            subcategory="{system}, {T} K",
+            labels={"system": "{system}", "T (K)": "{T}", "replica": "{replica}", "figure": "{figure}"},
+        ),
     params:
         cfg=lambda w: sections("analysis"),
         params_dir=lambda w, input: os.path.dirname(input.params),

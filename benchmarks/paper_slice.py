@@ -1,0 +1,93 @@
+"""A slice of the paper-scale study on one GPU: minimise, anneal, cool, NPT-equilibrate and produce.
+
+Runs the project's own engine (pipeline.engine) on params folders built and parametrised beforehand
+(`spemd build` + `spemd parametrise` with config/paper.yaml), one system after the other (one
+simulation per GPU), within a wall-clock budget per system: the production stage stops cleanly when
+its share runs out (StageIncomplete), exactly as a batch job would, and what it produced is kept.
+Needs only openmm, numpy, pyyaml, jsonschema and the project's packages, so it runs on a bare GPU
+machine with the OpenMM wheels.
+
+    python benchmarks/paper_slice.py --params gpu_inputs/PEO gpu_inputs/CPE-10 --temperature 353 \
+        --budget-s 200 --out $OUT/slice
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import engine  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.cli import resolve_stage_temperature  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def slice_stages(production_ps: float, frame_ps: float) -> list[dict]:
+    """Short versions of the paper protocol's stages (config/paper.yaml has the full lengths)."""
+    return [
+        {"name": "anneal", "ensemble": "NVT", "time_ps": 50, "temperature_K": 500, "trajectory_interval_ps": 0,
+         "state_interval_ps": 5},
+        {"name": "cool", "ensemble": "NPT", "time_ps": 100, "temperature_K": [500, "run"], "trajectory_interval_ps": 0,
+         "state_interval_ps": 5},
+        {"name": "equilibrate", "ensemble": "NPT", "time_ps": 250, "trajectory_interval_ps": 0, "state_interval_ps": 5},
+        {"name": "production", "ensemble": "NVT", "time_ps": production_ps, "trajectory_interval_ps": frame_ps,
+         "state_interval_ps": frame_ps},
+    ]
+
+
+def run_system(params: Path, out: Path, config: dict, temperature_K: float, budget_s: float,
+               production_ps: float, frame_ps: float) -> dict:
+    protocol = {**config["protocol"], "checkpoint_minutes": 2.0}
+    platform = config["platform"]
+    t0 = time.perf_counter()
+    summary = {"system": params.name, "stages": {}}
+    engine.minimise(params, protocol, platform, out / "minimise")
+    start = out / "minimise" / "state.xml"
+    for stage in slice_stages(production_ps, frame_ps):
+        stage = resolve_stage_temperature(stage, temperature_K)
+        left = budget_s - (time.perf_counter() - t0)
+        try:
+            done = engine.run_stage(params, stage, protocol, platform, temperature_K=temperature_K,
+                                    seed=config["seed"], start_state=start, out_dir=out / stage["name"],
+                                    max_wall_seconds=max(left, 1.0))
+            summary["stages"][stage["name"]] = {k: done.get(k) for k in ("steps", "time_ps", "ns_per_day", "platform", "device")}
+        except engine.StageIncomplete as exc:
+            summary["stages"][stage["name"]] = {"incomplete": str(exc)}
+            break
+        start = out / stage["name"] / "state.xml"
+    summary["wall_s"] = time.perf_counter() - t0
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", nargs="+", required=True, help="params folders (named after their system)")
+    ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
+    ap.add_argument("--temperature", type=float, default=353.0)
+    ap.add_argument("--budget-s", type=float, default=200.0, help="wall seconds per system")
+    ap.add_argument("--production-ps", type=float, default=5000.0)
+    ap.add_argument("--frame-ps", type=float, default=40.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    out = Path(args.out)
+    results = []
+    for params in map(Path, args.params):
+        results.append(run_system(params, out / params.name, config, args.temperature, args.budget_s,
+                                  args.production_ps, args.frame_ps))
+        print(json.dumps(results[-1]), flush=True)
+    (out / "slice_summary.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
