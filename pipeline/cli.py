@@ -77,11 +77,23 @@ def cmd_export(args):
     fn(Path(args.params), Path(args.out))
 
 
+def _device_claim(platform_cfg: dict):
+    """Hold one GPU (workstation pinning, pipeline.gpus) unless the run is CPU-only."""
+    from contextlib import nullcontext
+
+    from pipeline.gpus import claim_gpu
+
+    if platform_cfg.get("name", "auto") in ("CPU", "Reference"):
+        return nullcontext()
+    return claim_gpu()
+
+
 def cmd_minimise(args):
     from pipeline.engine import minimise
 
     config = _config(args)
-    minimise(Path(args.params), config["protocol"], config.get("platform", {}), Path(args.out))
+    with _device_claim(config.get("platform", {})):
+        minimise(Path(args.params), config["protocol"], config.get("platform", {}), Path(args.out))
 
 
 def _stage(config: dict, name: str) -> dict:
@@ -108,17 +120,18 @@ def cmd_md(args):
     config = _config(args)
     stage = resolve_stage_temperature(_stage(config, args.stage), args.temperature)
     try:
-        run_stage(
-            Path(args.params),
-            stage,
-            config["protocol"],
-            config.get("platform", {}),
-            temperature_K=args.temperature,
-            seed=replica_seed(config, args.replica),
-            start_state=Path(args.start),
-            out_dir=Path(args.out),
-            max_wall_seconds=args.max_wall_seconds,
-        )
+        with _device_claim(config.get("platform", {})):
+            run_stage(
+                Path(args.params),
+                stage,
+                config["protocol"],
+                config.get("platform", {}),
+                temperature_K=args.temperature,
+                seed=replica_seed(config, args.replica),
+                start_state=Path(args.start),
+                out_dir=Path(args.out),
+                max_wall_seconds=args.max_wall_seconds,
+            )
     except StageIncomplete as exc:
         print(f"spemd md: {exc}", file=sys.stderr)
         return EXIT_RERUN_TO_CONTINUE

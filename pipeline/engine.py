@@ -210,13 +210,30 @@ def wall_budget_seconds(max_wall_seconds: float | None) -> float | None:
             return float(env)
         except ValueError:
             raise ConfigError(f"SPEMD_MAX_WALL_SECONDS: {env!r} is not a number of seconds") from None
-    end = os.environ.get("SLURM_JOB_END_TIME")
+    end = os.environ.get("SLURM_JOB_END_TIME") or _slurm_end_time_from_squeue()
     if end:
         try:
             return max(float(end) - time.time() - SLURM_END_MARGIN_S, 0.0)
         except ValueError:
             log.warning("SLURM_JOB_END_TIME=%r is not a Unix time; no wall-clock budget", end)
     return None
+
+
+def _slurm_end_time_from_squeue() -> str | None:
+    """The job's end time (Unix seconds) from squeue, for Slurm versions that do not export SLURM_JOB_END_TIME."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    import datetime
+    import subprocess
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=30)
+        stamp = datetime.datetime.fromisoformat(out.stdout.strip())  # local time, as squeue prints it
+    except (OSError, subprocess.SubprocessError, ValueError):
+        log.warning("inside Slurm job %s but its end time is unknown (squeue); no wall-clock budget", job)
+        return None
+    return str(stamp.timestamp())
 
 
 def _energy_limit(system) -> unit.Quantity:

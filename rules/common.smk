@@ -3,6 +3,7 @@ import json
 import sys
 
 from pipeline.config import validate_config
+from pipeline.gpus import count_gpus
 from pipeline.errors import ConfigError
 
 
@@ -12,6 +13,10 @@ try:
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")
     sys.exit(1)
+
+# On a workstation, at most one GPU job per visible GPU unless the profile or --resources says otherwise.
+if workflow.local_exec and "gpu" not in workflow.global_resources and count_gpus() > 0:
+    workflow.register_resource("gpu", count_gpus())
 
 SYSTEMS = list(CONFIG["systems"])
 REPLICAS = list(range(CONFIG["replicas"]))

@@ -55,6 +55,8 @@ if ! getent hosts "$HOST" >/dev/null; then
     echo "127.0.0.1 $HOST" >> /etc/hosts
 fi
 
+# a fresh cluster every time: no jobs or node state from an earlier start
+rm -rf "$STATE/ctld" "$STATE/spool"
 mkdir -p "$STATE"/{ctld,spool,log} "$CONF_DIR"
 
 # --- fake GPU device nodes (character devices; same major/minor as /dev/null) ----------------------
