@@ -1,0 +1,251 @@
+"""Parametrise a built box: OpenMM System with geometric LJ mixing, scaled ionic charges, HMR, rigid MOF.
+
+OPLS-AA and CL&P combine LJ sigmas geometrically; OpenMM's NonbondedForce uses Lorentz-Berthelot.
+So after app.ForceField.createSystem:
+* NonbondedForce keeps the Coulomb part (PME) only: every particle's epsilon is set to 0;
+* LJ moves to a CustomNonbondedForce  E = A(ti,tj)/r^12 - B(ti,tj)/r^6  with per-type tables
+  A = 4 eps_ij sigma_ij^12, B = 4 eps_ij sigma_ij^6, eps_ij = sqrt(eps_i eps_j), sigma_ij = sqrt(sigma_i sigma_j)
+  (table entries can be overridden per pair: forcefield.metal_o_tfsi), same cutoff, long-range
+  dispersion correction on, one exclusion per NonbondedForce exception;
+* 1-4 pairs stay NonbondedForce exceptions (coulomb and LJ scaled 0.5) with the geometric sigma.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as u
+
+from forcefields.library import xml_files
+from pipeline.errors import ConfigError, InputError
+from pipeline.files import atomic_path, write_json_atomic
+from pipeline.provenance import provenance, sha256_file
+
+ION_RESIDUES = ("NA", "TFS")
+MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
+METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu"}
+TFSI_O_TYPE = "tfsi_O"
+# Tether of a flexible MOF: no MOF bonded terms are parametrised, so without it the framework would
+# fall apart; 1000 kJ/mol/nm^2 keeps thermal displacements at 353 K near sqrt(kT/k) ~ 0.05 nm.
+MOF_RESTRAINT_K = 1000.0
+LJ_ENERGY = "acoef(type1, type2)/r^12 - bcoef(type1, type2)/r^6"
+
+
+class _TypeRecorder:
+    """A ForceField generator that only records the atom type of every atom (public extension API)."""
+
+    def __init__(self):
+        self.types: list[str] = []
+
+    def createForce(self, sys, data, nonbondedMethod, nonbondedCutoff, args):  # noqa: N802 (OpenMM API)
+        self.types = [data.atomType[a] for a in data.atoms]
+
+
+def lj_tables(type_sigma: dict, type_eps: dict, names: list[str], overrides: dict | None = None):
+    """Geometric-mixing A and B tables (n x n, kJ/mol nm^12 and nm^6); overrides {(t1,t2): (sigma, eps)}."""
+    n = len(names)
+    a = np.zeros((n, n))
+    b = np.zeros((n, n))
+    for i, ti in enumerate(names):
+        for j, tj in enumerate(names):
+            sig = math.sqrt(type_sigma[ti] * type_sigma[tj])
+            eps = math.sqrt(type_eps[ti] * type_eps[tj])
+            a[i, j], b[i, j] = 4 * eps * sig**12, 4 * eps * sig**6
+    for (t1, t2), (sig, eps) in (overrides or {}).items():
+        i, j = names.index(t1), names.index(t2)
+        a[i, j] = a[j, i] = 4 * eps * sig**12
+        b[i, j] = b[j, i] = 4 * eps * sig**6
+    return a, b
+
+
+def _check_cfg(ff_cfg: dict) -> None:
+    scale = ff_cfg.get("charge_scale", 0.8)
+    if not 0 < scale <= 1:
+        raise ConfigError(f"forcefield.charge_scale: {scale!r} is out of range; must be > 0 and <= 1")
+    h = ff_cfg.get("hydrogen_mass_amu", 1.5)
+    if h is not None and not h > 0:
+        raise ConfigError(f"forcefield.hydrogen_mass_amu: {h!r} is out of range; must be > 0 or null")
+    for metal, pair in (ff_cfg.get("metal_o_tfsi") or {}).items():
+        if metal not in METAL_TYPES:
+            raise ConfigError(f"forcefield.metal_o_tfsi: {metal!r} is not allowed; allowed values: {', '.join(map(repr, METAL_TYPES))}")
+        if not pair.get("sigma_nm", 0) > 0 or not pair.get("epsilon_kj_mol", -1) >= 0:
+            raise ConfigError(f"forcefield.metal_o_tfsi.{metal}: needs sigma_nm > 0 and epsilon_kj_mol >= 0")
+
+
+def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbonded_method=app.PME, constraints=app.HBonds):
+    """Build the System for `topology` (periodic box set unless nonbonded_method is NoCutoff).
+
+    Returns (system, info) where info records the atom types, LJ type table and what was applied.
+    `positions_nm` is needed only for a flexible (restrained) MOF. `constraints` other than HBonds is
+    for exports and tests (the simulated system always constrains X-H bonds).
+    """
+    _check_cfg(ff_cfg)
+    cutoff = float(ff_cfg.get("nonbonded_cutoff_nm", 1.0))
+    periodic = nonbonded_method is not app.NoCutoff
+    if periodic:
+        box = topology.getPeriodicBoxVectors()
+        if box is None:
+            raise InputError("topology: no periodic box (CRYST1) for a PME system")
+        shortest = min(box[k][k].value_in_unit(u.nanometer) for k in range(3))
+        if cutoff > shortest / 2:
+            raise ConfigError(
+                f"forcefield.nonbonded_cutoff_nm: {cutoff} exceeds half the shortest box edge ({shortest / 2:.3f} nm)"
+            )
+    has_mof = any(r.name in MOF_RESIDUES for r in topology.residues())
+    files = xml_files(ff_cfg, has_mof)
+    ff = app.ForceField(*[str(f) for f in files])
+    recorder = _TypeRecorder()
+    ff.registerGenerator(recorder)
+    h_mass = ff_cfg.get("hydrogen_mass_amu", 1.5)
+    try:
+        system = ff.createSystem(
+            topology,
+            nonbondedMethod=nonbonded_method,
+            nonbondedCutoff=cutoff * u.nanometer,
+            constraints=constraints,
+            hydrogenMass=None if h_mass is None else h_mass * u.amu,
+        )
+    except ValueError as exc:
+        raise InputError(f"topology: force field templates do not match ({str(exc).splitlines()[0]})") from None
+    types = recorder.types
+    nb = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+    atoms = list(topology.atoms())
+
+    # per-type LJ from the XML (identical for every particle of a type)
+    type_sigma, type_eps = {}, {}
+    for i, t in enumerate(types):
+        _, sig, eps = nb.getParticleParameters(i)
+        type_sigma[t] = sig.value_in_unit(u.nanometer)
+        type_eps[t] = eps.value_in_unit(u.kilojoule_per_mole)
+    names = sorted(type_sigma)
+    overrides, applied = {}, {}
+    for metal, pair in sorted((ff_cfg.get("metal_o_tfsi") or {}).items()):
+        present = METAL_TYPES[metal] in type_sigma and TFSI_O_TYPE in type_sigma
+        applied[metal] = {"sigma_nm": pair["sigma_nm"], "epsilon_kj_mol": pair["epsilon_kj_mol"], "applied": present}
+        if present:
+            overrides[(METAL_TYPES[metal], TFSI_O_TYPE)] = (pair["sigma_nm"], pair["epsilon_kj_mol"])
+    a_tab, b_tab = lj_tables(type_sigma, type_eps, names, overrides)
+
+    # ionic charge scaling, then Coulomb-only NonbondedForce
+    scale = float(ff_cfg.get("charge_scale", 0.8))
+    scaled = np.array([a.residue.name in ION_RESIDUES for a in atoms])
+    for i in range(system.getNumParticles()):
+        q, sig, _ = nb.getParticleParameters(i)
+        nb.setParticleParameters(i, q * (scale if scaled[i] else 1.0), sig, 0.0)
+    nb.setUseDispersionCorrection(False)
+
+    lj = openmm.CustomNonbondedForce(LJ_ENERGY)
+    lj.setName("LJGeometric")
+    n = len(names)
+    # Discrete2DFunction values are indexed x + n*y; the tables are symmetric
+    lj.addTabulatedFunction("acoef", openmm.Discrete2DFunction(n, n, a_tab.T.ravel().tolist()))
+    lj.addTabulatedFunction("bcoef", openmm.Discrete2DFunction(n, n, b_tab.T.ravel().tolist()))
+    lj.addPerParticleParameter("type")
+    index = {t: k for k, t in enumerate(names)}
+    for t in types:
+        lj.addParticle([float(index[t])])
+    if periodic:
+        lj.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+        lj.setCutoffDistance(cutoff)
+        lj.setUseLongRangeCorrection(True)
+        lj.setUseSwitchingFunction(nb.getUseSwitchingFunction())
+        lj.setSwitchingDistance(nb.getSwitchingDistance())
+    else:
+        lj.setNonbondedMethod(openmm.CustomNonbondedForce.NoCutoff)
+    for k in range(nb.getNumExceptions()):
+        i, j, qq, sig, eps = nb.getExceptionParameters(k)
+        lj.addExclusion(i, j)
+        if scaled[i] and scaled[j]:
+            qq = qq * scale * scale
+        if eps.value_in_unit(u.kilojoule_per_mole) != 0.0:
+            sig = math.sqrt(type_sigma[types[i]] * type_sigma[types[j]])
+        nb.setExceptionParameters(k, i, j, qq, sig, eps)
+    system.addForce(lj)
+
+    mof_idx = [a.index for a in atoms if a.residue.name in MOF_RESIDUES]
+    rigid = bool(ff_cfg.get("rigid_mof", True))
+    if mof_idx and rigid:
+        mof_set = set(mof_idx)
+        for i in mof_idx:
+            system.setParticleMass(i, 0.0)
+        for k in reversed(range(system.getNumConstraints())):
+            i, j, _ = system.getConstraintParameters(k)
+            if i in mof_set or j in mof_set:
+                system.removeConstraint(k)
+    elif mof_idx:
+        if positions_nm is None:
+            raise InputError("positions: needed to restrain a flexible MOF (forcefield.rigid_mof false)")
+        tether = openmm.CustomExternalForce("0.5*k_mof*periodicdistance(x, y, z, x0, y0, z0)^2")
+        tether.setName("MofTether")
+        tether.addGlobalParameter("k_mof", MOF_RESTRAINT_K)
+        for p in ("x0", "y0", "z0"):
+            tether.addPerParticleParameter(p)
+        for i in mof_idx:
+            tether.addParticle(i, [float(x) for x in np.asarray(positions_nm)[i]])
+        system.addForce(tether)
+
+    net = sum(nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(system.getNumParticles()))
+    info = {
+        "xml_files": [str(f) for f in files],
+        "atom_types": names,
+        "type_sigma_nm": type_sigma,
+        "type_epsilon_kj_mol": type_eps,
+        "particle_types": types,
+        "metal_o_tfsi": applied,
+        "charge_scale": scale,
+        "net_charge_e": net,
+        "mof_atom_indices": mof_idx,
+        "rigid_mof": rigid,
+    }
+    return system, info
+
+
+def parametrise(box_pdb, ff_cfg: dict, out_dir) -> dict:
+    """Parametrise `box_pdb`; write out_dir/system.xml, topology.pdb and forcefield.json.
+
+    Returns the forcefield.json record.
+    """
+    box_pdb = Path(box_pdb)
+    if not box_pdb.is_file():
+        raise InputError(f"{box_pdb}: box PDB not found")
+    pdb = app.PDBFile(str(box_pdb))
+    positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    system, info = create_system(pdb.topology, ff_cfg, positions)
+    if abs(info["net_charge_e"]) > 1e-6:
+        raise InputError(f"{box_pdb}: net charge {info['net_charge_e']:.6f} e after parametrisation, expected 0")
+    out_dir = Path(out_dir)
+    h_mass = ff_cfg.get("hydrogen_mass_amu", 1.5)
+    record = {
+        "xml_files": {Path(f).name: sha256_file(f) for f in info["xml_files"]},
+        "sodium": ff_cfg.get("sodium", "aqvist"),
+        "charge_scale": info["charge_scale"],
+        "charge_scaled_residues": list(ION_RESIDUES),
+        "mixing": "geometric",
+        "lj_force": "CustomNonbondedForce 'LJGeometric' (per-type acoef/bcoef tables); NonbondedForce is Coulomb only",
+        "atom_types": info["atom_types"],
+        "metal_o_tfsi": info["metal_o_tfsi"],
+        "hydrogen_mass_amu": h_mass,
+        "hmr": h_mass is not None,
+        "constraints": "HBonds",
+        "nonbonded_method": "PME",
+        "nonbonded_cutoff_nm": float(ff_cfg.get("nonbonded_cutoff_nm", 1.0)),
+        "dispersion_correction": True,
+        "has_mof_slab": bool(info["mof_atom_indices"]),
+        "rigid_mof": info["rigid_mof"],
+        "mof_restraint_k_kj_mol_nm2": None if info["rigid_mof"] or not info["mof_atom_indices"] else MOF_RESTRAINT_K,
+        "mof_atom_indices": info["mof_atom_indices"],
+        "n_atoms": system.getNumParticles(),
+        "net_charge_e": info["net_charge_e"],
+        "provenance": provenance(config={"forcefield": ff_cfg}, forcefield_files=info["xml_files"], inputs=[box_pdb]),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "system.xml") as t_sys, atomic_path(out_dir / "topology.pdb") as t_top:
+        Path(t_sys).write_text(openmm.XmlSerializer.serialize(system))
+        with open(t_top, "w") as fh:
+            app.PDBFile.writeFile(pdb.topology, positions * u.nanometer, fh)
+        write_json_atomic(out_dir / "forcefield.json", record)
+    return record

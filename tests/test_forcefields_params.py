@@ -1,0 +1,340 @@
+"""Force-field XML, geometric LJ mixing, charge scaling, metal overrides, HMR/rigid MOF and exports."""
+
+import itertools
+import json
+import math
+import warnings
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as u
+import pytest
+
+from forcefields.export import _lj_table, export_amber, export_gromacs
+from forcefields.library import FF_DIR
+from forcefields.parametrise import create_system, parametrise
+from pipeline.errors import ConfigError
+from systems import molecules
+from systems.build import _append
+
+ONE = {"charge_scale": 1.0, "nonbonded_cutoff_nm": 1.0, "hydrogen_mass_amu": None}
+COULOMB = 138.935458  # kJ/mol nm e^-2
+
+
+def _topology(mols, spacing=1.5, box=5.0):
+    top = app.Topology()
+    xyz = []
+    for k, mol in enumerate(mols):
+        _append(top, mol.topology)
+        xyz.append(mol.positions_nm + np.array([k * spacing, 0.5, 0.5]))
+    top.setPeriodicBoxVectors(np.eye(3) * box * u.nanometer)
+    return top, np.vstack(xyz)
+
+
+def _energy(system, xyz, groups=None):
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(xyz)
+    state = ctx.getState(getEnergy=True, groups=groups) if groups is not None else ctx.getState(getEnergy=True)
+    return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+
+def _force_by_name(system, name):
+    return next(f for f in system.getForces() if f.getName() == name or f.__class__.__name__ == name)
+
+
+# ---------------------------------------------------------------- independent term-by-term hand sum
+
+
+def _xml_params(files):
+    """Parameters read straight from the XML text (not through openmm.app)."""
+    p = {"types": {}, "res": {}, "bond": {}, "angle": {}, "rb": {}, "periodic": {}, "lj": {}}
+    for f in files:
+        root = ET.parse(f).getroot()
+        for t in root.iter("Type"):
+            p["types"][t.get("name")] = t.get("class")
+        for r in root.iter("Residue"):
+            p["res"][r.get("name")] = {a.get("name"): (a.get("type"), float(a.get("charge"))) for a in r.iter("Atom")}
+        for b in root.iter("Bond"):
+            if b.get("class1"):
+                p["bond"][frozenset((b.get("class1"), b.get("class2")))] = (float(b.get("length")), float(b.get("k")))
+        for a in root.iter("Angle"):
+            key = (a.get("class1"), a.get("class2"), a.get("class3"))
+            p["angle"][key] = p["angle"][key[::-1]] = (float(a.get("angle")), float(a.get("k")))
+        for t in root.find("RBTorsionForce") or []:
+            key = tuple(t.get(f"class{i}") for i in range(1, 5))
+            p["rb"][key] = p["rb"][key[::-1]] = [float(t.get(f"c{i}")) for i in range(6)]
+        for t in root.find("PeriodicTorsionForce") or []:
+            key = tuple(t.get(f"class{i}") for i in range(1, 5))
+            terms = [(int(t.get(f"periodicity{i}")), float(t.get(f"phase{i}")), float(t.get(f"k{i}"))) for i in (1, 2, 3) if t.get(f"k{i}")]
+            p["periodic"][key] = p["periodic"][key[::-1]] = terms
+        for a in root.iter("Atom"):
+            if a.get("sigma"):
+                p["lj"][a.get("type")] = (float(a.get("sigma")), float(a.get("epsilon")))
+    return p
+
+
+def _hand_energy(top, xyz, p, scale):
+    atoms = list(top.atoms())
+    n = len(atoms)
+    types = [p["res"][a.residue.name][a.name][0] for a in atoms]
+    cls = [p["types"][t] for t in types]
+    q = np.array([p["res"][a.residue.name][a.name][1] * (scale if a.residue.name in ("NA", "TFS") else 1.0) for a in atoms])
+    nbr = [set() for _ in range(n)]
+    for a, b in top.bonds():
+        nbr[a.index].add(b.index)
+        nbr[b.index].add(a.index)
+    e = 0.0
+    for a, b in top.bonds():
+        r0, k = p["bond"][frozenset((cls[a.index], cls[b.index]))]
+        e += 0.5 * k * (np.linalg.norm(xyz[a.index] - xyz[b.index]) - r0) ** 2
+    angles, torsions = set(), set()
+    for j in range(n):
+        for i, k in itertools.combinations(sorted(nbr[j]), 2):
+            angles.add((i, j, k))
+    for j, k in {tuple(sorted((a.index, b.index))) for a, b in top.bonds()}:
+        for i in nbr[j] - {k}:
+            for l in nbr[k] - {j}:
+                if i != l:
+                    torsions.add((i, j, k, l))
+    for i, j, k in angles:
+        v1, v2 = xyz[i] - xyz[j], xyz[k] - xyz[j]
+        th = math.acos(np.dot(v1, v2) / np.linalg.norm(v1) / np.linalg.norm(v2))
+        th0, kk = p["angle"][(cls[i], cls[j], cls[k])]
+        e += 0.5 * kk * (th - th0) ** 2
+    for i, j, k, l in torsions:
+        b0, b1, b2 = xyz[j] - xyz[i], xyz[k] - xyz[j], xyz[l] - xyz[k]
+        n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
+        phi = math.atan2(np.dot(np.cross(n1, n2), b1 / np.linalg.norm(b1)), np.dot(n1, n2))
+        key = (cls[i], cls[j], cls[k], cls[l])
+        if key in p["rb"]:
+            psi = phi - math.pi
+            e += sum(c * math.cos(psi) ** m for m, c in enumerate(p["rb"][key]))
+        else:
+            e += sum(kk * (1 + math.cos(per * phi - ph)) for per, ph, kk in p["periodic"][key])
+    for i in range(n):
+        one = nbr[i]
+        two = set().union(*(nbr[x] for x in one))
+        three = set().union(*(nbr[x] for x in two))
+        for j in range(i + 1, n):
+            if j in one or j in two:
+                continue
+            f = 0.5 if j in three else 1.0
+            r = np.linalg.norm(xyz[i] - xyz[j])
+            si, ei = p["lj"][types[i]]
+            sj, ej = p["lj"][types[j]]
+            s, eps = math.sqrt(si * sj), math.sqrt(ei * ej)
+            e += f * (4 * eps * ((s / r) ** 12 - (s / r) ** 6) + COULOMB * q[i] * q[j] / r)
+    return e
+
+
+@pytest.mark.parametrize("which", ["peo3", "tfsi"])
+@pytest.mark.parametrize("scale", [1.0, 0.8])
+def test_energy_matches_hand_sum(which, scale):
+    mol = molecules.peo_chain(3, np.random.default_rng(2)) if which == "peo3" else molecules.tfsi()
+    top, xyz = _topology([mol])
+    # perturb away from the minimum so every term contributes
+    xyz = xyz + np.random.default_rng(0).normal(0, 0.004, xyz.shape)
+    system, _ = create_system(top, ONE | {"charge_scale": scale}, nonbonded_method=app.NoCutoff, constraints=None)
+    ours = _energy(system, xyz)
+    files = [FF_DIR / "peo.xml", FF_DIR / "tfsi.xml", FF_DIR / "sodium_aqvist.xml"]
+    hand = _hand_energy(top, xyz, _xml_params(files), scale)
+    assert ours == pytest.approx(hand, rel=1e-4, abs=1e-6)
+
+
+def test_templates_make_neutral_chains_and_unit_ions():
+    res = _xml_params([FF_DIR / "peo.xml", FF_DIR / "tfsi.xml", FF_DIR / "sodium_aqvist.xml"])["res"]
+    total = {name: sum(q for _, q in atoms.values()) for name, atoms in res.items()}
+    assert total["PEH"] == pytest.approx(-0.2) and total["PEM"] == pytest.approx(0.0) and total["PET"] == pytest.approx(0.2)
+    assert total["TFS"] == pytest.approx(-1.0) and total["NA"] == pytest.approx(1.0)
+    assert res["PEH"]["C1"][1] == 0.11 and res["PET"]["C1"][1] == 0.11 and res["PEM"]["C1"][1] == 0.14
+
+
+# ---------------------------------------------------------------- geometric mixing
+
+
+def _pair_system(lj_force, t1, t2):
+    """Two particles interacting only through a copy of the LJ table of `lj_force`."""
+    a, b, _ = _lj_table(lj_force)
+    n = a.shape[0]
+    f = openmm.CustomNonbondedForce(lj_force.getEnergyFunction())
+    f.addTabulatedFunction("acoef", openmm.Discrete2DFunction(n, n, a.T.ravel().tolist()))
+    f.addTabulatedFunction("bcoef", openmm.Discrete2DFunction(n, n, b.T.ravel().tolist()))
+    f.addPerParticleParameter("type")
+    f.addParticle([float(t1)])
+    f.addParticle([float(t2)])
+    s = openmm.System()
+    s.addParticle(1.0)
+    s.addParticle(1.0)
+    s.addForce(f)
+    return s
+
+
+def test_geometric_mixing_exact():
+    top, xyz = _topology([molecules.peo_chain(2, np.random.default_rng(0)), molecules.tfsi()])
+    system, info = create_system(top, ONE)
+    lj = _force_by_name(system, "LJGeometric")
+    assert lj.getUseLongRangeCorrection()
+    assert lj.getCutoffDistance().value_in_unit(u.nanometer) == pytest.approx(1.0)
+    nb = _force_by_name(system, "NonbondedForce")
+    assert all(nb.getParticleParameters(i)[2]._value == 0.0 for i in range(system.getNumParticles()))
+    assert not nb.getUseDispersionCorrection()
+    names = info["atom_types"]
+    # the two sigmas are far apart, so geometric and Lorentz means differ (0.2979 vs 0.3025 nm)
+    s_h, e_h = 0.250, 0.12552
+    s_s, e_s = 0.355, 1.046
+    pair = _pair_system(lj, names.index("peo_HC"), names.index("tfsi_S"))
+    r0 = math.sqrt(s_h * s_s)
+    assert abs(_energy(pair, [[0, 0, 0], [r0, 0, 0]])) < 1e-9
+    r = 0.31
+    geo = 4 * math.sqrt(e_h * e_s) * ((r0 / r) ** 12 - (r0 / r) ** 6)
+    s_lb = 0.5 * (s_h + s_s)
+    lb = 4 * math.sqrt(e_h * e_s) * ((s_lb / r) ** 12 - (s_lb / r) ** 6)
+    got = _energy(pair, [[0, 0, 0], [r, 0, 0]])
+    assert got == pytest.approx(geo, rel=1e-9)
+    assert abs(got - lb) > 0.2 * abs(lb)
+
+
+def test_one_four_pairs_use_geometric_sigma():
+    top, _ = _topology([molecules.peo_chain(2, np.random.default_rng(0))])
+    system, _ = create_system(top, ONE)
+    nb = _force_by_name(system, "NonbondedForce")
+    lj = _force_by_name(system, "LJGeometric")
+    assert lj.getNumExclusions() == nb.getNumExceptions()
+    sig = {"C": 0.35, "O": 0.29, "H": 0.25}
+    eps = {"C": 0.276144, "O": 0.58576, "H": 0.12552}
+    atoms = list(top.atoms())
+    n14 = 0
+    for k in range(nb.getNumExceptions()):
+        i, j, qq, s, e = nb.getExceptionParameters(k)
+        if e._value != 0:
+            ei, ej = atoms[i].element.symbol, atoms[j].element.symbol
+            assert s._value == pytest.approx(math.sqrt(sig[ei] * sig[ej]), rel=1e-12)
+            assert e._value == pytest.approx(0.5 * math.sqrt(eps[ei] * eps[ej]), rel=1e-12)
+            n14 += 1
+    assert n14 > 0
+
+
+# ---------------------------------------------------------------- charges, overrides, cutoff, MOF
+
+
+def test_charge_scale_scales_ionic_coulomb_by_square():
+    top, xyz = _topology([molecules.sodium(), molecules.tfsi()], spacing=0.5)
+    energies = {}
+    for scale in (1.0, 0.8):
+        system, info = create_system(top, ONE | {"charge_scale": scale}, nonbonded_method=app.NoCutoff)
+        for f in system.getForces():
+            f.setForceGroup(1 if isinstance(f, openmm.NonbondedForce) else 0)
+        far = xyz.copy()
+        far[0] += [40.0, 0.0, 0.0]  # Na only (atom 0): intramolecular terms, incl. 1-4 LJ, cancel
+        energies[scale] = _energy(system, xyz, groups={1}) - _energy(system, far, groups={1})
+        assert info["net_charge_e"] == pytest.approx(0.0, abs=1e-12)
+    assert energies[0.8] / energies[1.0] == pytest.approx(0.64, rel=1e-9)
+    assert abs(energies[1.0]) > 10.0
+
+
+def test_cutoff_above_half_box_is_an_error():
+    top, _ = _topology([molecules.sodium(), molecules.tfsi()], box=1.8)
+    with pytest.raises(ConfigError, match="forcefield.nonbonded_cutoff_nm"):
+        create_system(top, ONE)
+
+
+def test_unknown_sodium_set_is_an_error():
+    top, _ = _topology([molecules.sodium()])
+    with pytest.raises(ConfigError, match="forcefield.sodium"):
+        create_system(top, ONE | {"sodium": "charmm"})
+
+
+def test_joung_cheatham_sodium_selectable():
+    top, _ = _topology([molecules.sodium(), molecules.tfsi()])
+    system, info = create_system(top, ONE | {"sodium": "joung_cheatham_spce"})
+    assert info["type_sigma_nm"]["na_Na"] == pytest.approx(0.2159538)
+    assert info["type_epsilon_kj_mol"]["na_Na"] == pytest.approx(1.4754533)
+
+
+@pytest.fixture(scope="module")
+def slab_box():
+    from systems.mof import build_slab
+
+    slab = build_slab("FeNi", (1, 1, 1))
+    top = app.Topology()
+    _append(top, slab.topology)
+    na, tf = molecules.sodium(), molecules.tfsi()
+    _append(top, na.topology)
+    _append(top, tf.topology)
+    z = slab.thickness_nm
+    xyz = np.vstack([slab.positions_nm, na.positions_nm + [1.0, 1.0, z + 1.0], tf.positions_nm + [1.5, 1.5, z + 2.0]])
+    top.setPeriodicBoxVectors(np.diag([slab.box_x_nm, slab.box_y_nm, z + 3.0]) * u.nanometer)
+    return top, xyz, slab.topology.getNumAtoms()
+
+
+def test_metal_override_changes_only_that_pair(slab_box):
+    top, xyz, _ = slab_box
+    cfg = ONE | {"nonbonded_cutoff_nm": 1.2}
+    base, info = create_system(top, cfg)
+    over, info2 = create_system(top, cfg | {"metal_o_tfsi": {"Fe": {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5}, "Cu": {"sigma_nm": 0.3, "epsilon_kj_mol": 1.0}}})
+    a0, b0, _ = _lj_table(_force_by_name(base, "LJGeometric"))
+    a1, b1, _ = _lj_table(_force_by_name(over, "LJGeometric"))
+    names = info["atom_types"]
+    i, j = names.index("mof_Fe"), names.index("tfsi_O")
+    changed = np.argwhere((a0 != a1) | (b0 != b1))
+    assert sorted(map(tuple, changed.tolist())) == sorted([(i, j), (j, i)])
+    assert a1[i, j] == pytest.approx(4 * 2.5 * 0.28**12) and b1[j, i] == pytest.approx(4 * 2.5 * 0.28**6)
+    assert info2["metal_o_tfsi"]["Fe"]["applied"] is True and info2["metal_o_tfsi"]["Cu"]["applied"] is False
+
+
+def test_rigid_and_flexible_mof(slab_box):
+    top, xyz, n_mof = slab_box
+    cfg = ONE | {"nonbonded_cutoff_nm": 1.2, "hydrogen_mass_amu": 1.5}
+    rigid, info = create_system(top, cfg, xyz)
+    assert info["mof_atom_indices"] == list(range(n_mof))
+    assert all(rigid.getParticleMass(i)._value == 0 for i in range(n_mof))
+    assert all(i >= n_mof and j >= n_mof for i, j, _ in (rigid.getConstraintParameters(k) for k in range(rigid.getNumConstraints())))
+    flex, _ = create_system(top, cfg | {"rigid_mof": False}, xyz)
+    assert flex.getParticleMass(0)._value > 0
+    tether = _force_by_name(flex, "MofTether")
+    assert tether.getNumParticles() == n_mof and tether.getGlobalParameterDefaultValue(0) == 1000.0
+
+
+# ---------------------------------------------------------------- parametrise + exports
+
+
+def test_parametrise_and_exports_agree(tmp_path):
+    top, xyz = _topology([molecules.peo_chain(3, np.random.default_rng(5)), molecules.tfsi(), molecules.sodium()], spacing=1.0, box=3.0)
+    with open(tmp_path / "box.pdb", "w") as fh:
+        app.PDBFile.writeFile(top, xyz * u.nanometer, fh)
+    cfg = {"charge_scale": 0.8, "nonbonded_cutoff_nm": 1.0, "hydrogen_mass_amu": 1.5, "sodium": "aqvist"}
+    rec = parametrise(tmp_path / "box.pdb", cfg, tmp_path / "params")
+    meta = json.loads((tmp_path / "params" / "forcefield.json").read_text())
+    assert meta["mixing"] == "geometric" and meta["charge_scale"] == 0.8 and meta["has_mof_slab"] is False
+    assert set(meta["xml_files"]) == {"peo.xml", "tfsi.xml", "sodium_aqvist.xml"}
+    system = openmm.XmlSerializer.deserialize((tmp_path / "params" / "system.xml").read_text())
+    assert system.getNumConstraints() == 4 * 3 + 6  # every C-H of the trimer (HBonds)
+    h_mass = [system.getParticleMass(a.index)._value for a in top.atoms() if a.element.symbol == "H"]
+    assert np.allclose(h_mass, 1.5)
+    assert rec["n_atoms"] == top.getNumAtoms()
+
+    export_gromacs(tmp_path / "params", tmp_path / "gmx")
+    export_amber(tmp_path / "params", tmp_path / "amber")
+    assert "comb-rule" in (tmp_path / "gmx" / "system.top").read_text()
+    ours, _ = create_system(app.PDBFile(str(tmp_path / "box.pdb")).topology, cfg, nonbonded_method=app.NoCutoff, constraints=None)
+    pos = app.PDBFile(str(tmp_path / "box.pdb")).getPositions(asNumpy=True)._value
+    e_ours = _energy(ours, pos)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import parmed
+
+        gmx = parmed.load_file(str(tmp_path / "gmx" / "system.top"), xyz=str(tmp_path / "gmx" / "system.gro"))
+        amb = parmed.load_file(str(tmp_path / "amber" / "system.prmtop"), str(tmp_path / "amber" / "system.inpcrd"))
+    e_gmx = _energy(gmx.createSystem(nonbondedMethod=app.NoCutoff, constraints=None), pos)
+    assert e_gmx == pytest.approx(e_ours, rel=1e-4)
+    # Amber has no RB torsions: ParmEd converts them to Fourier series and drops the constant terms,
+    # so energies differ by a constant and the forces must agree
+    sys_amb = amb.createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    f = []
+    for s in (ours, sys_amb):
+        ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(pos)
+        f.append(ctx.getState(getForces=True).getForces(asNumpy=True)._value)
+    assert np.abs(f[0] - f[1]).max() < 1e-3 * np.abs(f[0]).max()

@@ -1,0 +1,164 @@
+"""Builders: molecules (geometry, naming) and packed boxes (composition, charge, overlaps, errors)."""
+
+import json
+
+import numpy as np
+import openmm.app as app
+import pytest
+
+from forcefields.parametrise import create_system
+from pipeline.errors import BuildError, ConfigError
+from systems import build, molecules
+
+BUILD = {"start_density_g_cm3": 0.5, "packing_tolerance_nm": 0.2}
+FF = {"charge_scale": 0.8, "nonbonded_cutoff_nm": 0.7, "hydrogen_mass_amu": 1.5}
+
+
+def _dihedral(p0, p1, p2, p3):
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1 = b1 / np.linalg.norm(b1)
+    v = b0 - np.dot(b0, b1) * b1
+    w = b2 - np.dot(b2, b1) * b1
+    return np.degrees(np.arctan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
+
+
+def test_peo_chain_names_geometry_and_coil():
+    n = 12
+    mol = molecules.peo_chain(n, np.random.default_rng(4))
+    res = [r.name for r in mol.topology.residues()]
+    assert res == ["PEH"] + ["PEM"] * n + ["PET"]
+    assert mol.topology.getNumAtoms() == 7 * n + 9
+    assert mol.topology.getNumBonds() == 7 * n + 8
+    assert [a.name for a in list(mol.topology.residues())[1].atoms()] == ["C1", "C2", "O1", "H11", "H12", "H21", "H22"]
+    xyz = mol.positions_nm
+    lengths = {frozenset((a.element.symbol, b.element.symbol)): np.linalg.norm(xyz[a.index] - xyz[b.index]) for a, b in mol.topology.bonds()}
+    assert lengths[frozenset(("C", "O"))] == pytest.approx(0.141, abs=1e-6)
+    assert lengths[frozenset(("C", "H"))] == pytest.approx(0.109, abs=1e-6)
+    # O-C-C-O torsions: mixture of gauche and trans, not an all-trans rod
+    heavy = [a.index for a in mol.topology.atoms() if a.element.symbol != "H"]
+    occo = [_dihedral(*xyz[heavy[i : i + 4]]) for i in range(1, len(heavy) - 3, 3)]
+    gauche = sum(abs(abs(t) - 65) < 35 for t in occo)
+    assert 0 < gauche < len(occo)
+    contour = (n + 1) * (0.141 * 2 + 0.1529) * 0.83
+    assert np.linalg.norm(xyz[heavy[0]] - xyz[heavy[-1]]) < 0.8 * contour
+    d_min = build.min_nonbonded_distance_nm(mol.topology, xyz, np.full(3, 100.0))
+    assert d_min >= molecules.CLASH_ANY_NM
+
+
+def test_peo_chain_fits_requested_extent():
+    mol = molecules.peo_chain(20, np.random.default_rng(1), max_extent_nm=np.full(3, 1.6))
+    assert np.all(np.ptp(mol.positions_nm, axis=0) <= 1.6 + 1e-9)
+
+
+def test_tfsi_relaxed_geometry_and_names():
+    mol = molecules.tfsi()
+    names = [a.name for a in mol.topology.atoms()]
+    assert names == ["N1", "S1", "S2", "O1", "O2", "O3", "O4", "C1", "C2", "F1", "F2", "F3", "F4", "F5", "F6"]
+    xyz = mol.positions_nm
+    eq = {frozenset("NS"): 0.157, frozenset("SO"): 0.1437, frozenset("CS"): 0.1818, frozenset("CF"): 0.1323}
+    for a, b in mol.topology.bonds():
+        key = frozenset((a.element.symbol, b.element.symbol))
+        assert np.linalg.norm(xyz[a.index] - xyz[b.index]) == pytest.approx(eq[key], abs=0.006)
+    # z-matrix values were 0.170 (S-N) and 0.1443 (S-O): the relaxation moved S-N to the force field's
+    s1n = np.linalg.norm(xyz[0] - xyz[1])
+    assert abs(s1n - 0.157) < 0.003
+
+
+def _charges(topology, ff):
+    system, info = create_system(topology, ff)
+    nb = [f for f in system.getForces() if f.__class__.__name__ == "NonbondedForce"][0]
+    return np.array([nb.getParticleParameters(i)[0]._value for i in range(system.getNumParticles())])
+
+
+def test_plain_box(tmp_path):
+    spec = {"eo_per_chain": 4, "chains": 3, "eo_per_na": 5}
+    rec = build.build_box("tiny", spec, BUILD, 11, tmp_path, 0.7)
+    # 12 EO / 5 -> round(2.4) = 2 pairs
+    assert rec["counts"]["na"] == rec["counts"]["tfsi"] == 2
+    assert rec["counts"]["peo_chains"] == 3 and rec["counts"]["atoms"] == 3 * (7 * 4 + 9) + 2 * 16
+    text = (tmp_path / "box.pdb").read_text()
+    assert any(line.startswith("CRYST1") for line in text.splitlines())
+    assert "CONECT" in text
+    pdb = app.PDBFile(str(tmp_path / "box.pdb"))
+    assert pdb.topology.getNumBonds() == 3 * (7 * 4 + 8) + 2 * 14
+    assert {a.element.symbol for a in pdb.topology.atoms()} == {"C", "H", "O", "N", "S", "F", "Na"}
+    box = np.diag(pdb.topology.getPeriodicBoxVectors().value_in_unit(pdb.topology.getPeriodicBoxVectors().unit))
+    mass = sum(a.element.mass._value for a in pdb.topology.atoms())
+    assert mass * 1.66054e-24 / (np.prod(box) * 1e-21) == pytest.approx(0.5, rel=1e-3)
+    xyz = pdb.getPositions(asNumpy=True)._value
+    assert build.min_nonbonded_distance_nm(pdb.topology, xyz, box) >= 0.1
+    assert abs(_charges(pdb.topology, FF).sum()) < 1e-6
+    comp = json.loads((tmp_path / "composition.json").read_text())
+    assert comp["seed"] == 11 and comp["provenance"]["seed"] == 11
+    assert comp["eo_per_na_achieved"] == pytest.approx(6.0)
+
+
+def test_same_seed_same_box(tmp_path):
+    spec = {"eo_per_chain": 3, "chains": 2, "eo_per_na": 3}
+    build.build_box("a", spec, BUILD, 5, tmp_path / "a", 0.6)
+    build.build_box("a", spec, BUILD, 5, tmp_path / "b", 0.6)
+    build.build_box("a", spec, BUILD, 6, tmp_path / "c", 0.6)
+    a, b, c = (app.PDBFile(str(tmp_path / k / "box.pdb")).getPositions(asNumpy=True)._value for k in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_composite_box_real_slab(tmp_path):
+    spec = {"eo_per_chain": 10, "chains": 99, "eo_per_na": 20, "mof_wt_percent": 40, "mof_metal": "FeNi", "mof_cells": [1, 1, 1]}
+    rec = build.build_box("cpe", spec, BUILD, 3, tmp_path, 0.9)
+    assert abs(rec["mof_wt_percent_achieved"] - 40) <= 0.5
+    assert rec["chains_ignored"] is True and rec["counts"]["peo_chains"] != 99
+    assert rec["counts"]["mof_metal_atoms"] == {"FE": 24, "NI": 24}
+    pdb = app.PDBFile(str(tmp_path / "box.pdb"))
+    xyz = pdb.getPositions(asNumpy=True)._value
+    box = np.array(rec["box_nm"])
+    n_mof = rec["counts"]["mof_atoms"]
+    t = rec["mof"]["thickness_nm"]
+    z = np.mod(xyz[n_mof:, 2], box[2])
+    assert np.all((z >= t + 0.2 - 1e-3) & (z <= box[2] - 0.2 + 1e-3))  # PDB rounds to 1e-4 nm
+    assert build.min_nonbonded_distance_nm(pdb.topology, xyz, box) >= 0.1
+    assert abs(_charges(pdb.topology, FF | {"nonbonded_cutoff_nm": 0.9}).sum()) < 1e-6
+    # masses in composition.json add up to the requested fraction from the topology itself
+    mof_mass = sum(a.element.mass._value for a in pdb.topology.atoms() if a.residue.name in ("BTC", "FE", "NI", "CU"))
+    total = sum(a.element.mass._value for a in pdb.topology.atoms())
+    assert 100 * mof_mass / total == pytest.approx(rec["mof_wt_percent_achieved"], abs=1e-6)
+
+
+def test_composite_short_chain_when_whole_chains_miss():
+    # 40 EO chains around a light 3000 amu "slab" at 45 wt%: whole chains give 40.8 or 58 wt%
+    plan = build.composite_chains(3000.0, 45.0, 40, 20, "systems.x")
+    assert plan["chain_eo"][-1] < 40 and plan["chain_eo"][-1] >= 2
+    assert abs(plan["wt_percent"] - 45.0) <= 0.5
+    plan = build.composite_chains(9000.0, 40.0, 10, 20, "systems.x")
+    assert plan["chain_eo"] == [10] * len(plan["chain_eo"]) and abs(plan["wt_percent"] - 40.0) <= 0.5
+
+
+@pytest.mark.parametrize(
+    "spec, key, err",
+    [
+        ({"eo_per_chain": 4, "chains": 2, "eo_per_na": 4, "mof_wt_percent": 50}, "mof_wt_percent", ConfigError),
+        ({"eo_per_chain": 4, "chains": 2, "eo_per_na": 4, "mof_wt_percent": -1}, "mof_wt_percent", ConfigError),
+        ({"eo_per_chain": 4, "chains": 2, "eo_per_na": 0}, "eo_per_na", ConfigError),
+        ({"eo_per_chain": 1, "chains": 2, "eo_per_na": 4}, "eo_per_chain", ConfigError),
+        ({"eo_per_chain": 4, "eo_per_na": 4, "mof_wt_percent": 10, "mof_metal": "Zn"}, "mof_metal", ConfigError),
+        ({"eo_per_chain": 4, "chains": 2, "eo_per_na": 4}, "chains", BuildError),  # box < 2 x cutoff
+        ({"eo_per_chain": 4, "eo_per_na": 4, "mof_wt_percent": 10, "mof_cells": [1, 1, 1]}, "mof_cells", BuildError),
+    ],
+)
+def test_invalid_inputs_write_nothing(tmp_path, spec, key, err):
+    cutoff = 1.4 if key == "mof_cells" else 0.9
+    with pytest.raises(err, match=key) as info:
+        build.build_box("bad", spec, BUILD, 1, tmp_path / "out", cutoff)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_long_chains_packed_with_held_rotation(tmp_path):
+    # 12-EO coils do not fit the free-rotation cube of this 2.5 nm box: grown to the box, rotation held
+    spec = {"eo_per_chain": 12, "chains": 4, "eo_per_na": 6}
+    rec = build.build_box("long", spec, BUILD, 2, tmp_path, 0.9)
+    side = build.EXTENT_FRACTION * rec["box_nm"][0] / np.sqrt(3)
+    assert side < build.COIL_NM_PER_SQRT_EO * np.sqrt(12)
+    pdb = app.PDBFile(str(tmp_path / "box.pdb"))
+    xyz = pdb.getPositions(asNumpy=True)._value
+    assert build.min_nonbonded_distance_nm(pdb.topology, xyz, np.array(rec["box_nm"])) >= 0.1
+    assert rec["counts"]["na"] == 8
