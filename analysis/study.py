@@ -45,7 +45,7 @@ from pipeline.units import BOLTZMANN_EV_PER_K
 
 from analysis.msd import combine_estimates
 from analysis.paper import PAPER, PAPER_CITATION, peo_melt_density_g_cm3
-from analysis.summary import _identity
+from analysis.summary import _identity, read_transport
 
 K_SIGMA = 2.0
 DENSITY_TOLERANCE = 0.03
@@ -190,12 +190,7 @@ def load_runs(transport_paths, npt_stage: str | None = "equilibrate") -> list[di
     runs = []
     for p in transport_paths:
         p = Path(p)
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"transport json {p}: cannot be read ({type(exc).__name__})") from None
-        if "temperature_K" not in data:
-            raise InputError(f"transport json {p}: no temperature_K; not a transport.json of analysis.production")
+        data = read_transport(p)
         system, replica = _identity(data, p)
         analysis_dir = p.parent
         run_dir = analysis_dir.parent.parent  # results/{system}/rep{r}

@@ -64,17 +64,23 @@ def _identity(data, path: Path):
     return (system if system is not None else path.parent.name), replica
 
 
+def read_transport(path: Path) -> dict:
+    """One run's transport.json, checked to be analysis.production's output."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"transport json {path}: cannot be read ({type(exc).__name__})") from None
+    if "temperature_K" not in data:
+        raise InputError(f"transport json {path}: no temperature_K; not a transport.json of analysis.production")
+    return data
+
+
 def summarise(transport_jsons, out_csv) -> None:
     """Write the summary CSV (module docstring) for the given transport.json paths."""
     rows = []
     for p in transport_jsons:
         p = Path(p)
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"transport json {p}: cannot be read ({type(exc).__name__})") from None
-        if "temperature_K" not in data:
-            raise InputError(f"transport json {p}: no temperature_K; not a transport.json of analysis.production")
+        data = read_transport(p)
         system, replica = _identity(data, p)
         row = {"system": system, "temperature_K": float(data["temperature_K"]), "replica": replica}
         for col, ecol, path, epath in COLUMNS:

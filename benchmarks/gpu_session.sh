@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One prepared GPU session (run on the device machine from the repository root, with .whl carried):
+#   1. engine overhead: our production stage vs a bare OpenMM loop, CUDA and OpenCL, same card;
+#   2. a slice of the paper study: PEO and CPE-10 at paper scale (params built here beforehand under
+#      gpu_inputs/), minimise -> anneal -> cool -> NPT -> production within a wall budget each.
+# Results land in $OUT (JSON, state CSVs, gzipped trajectories <= 16 MiB).
+set -uo pipefail
+source .whl/preamble.sh || exit 1
+export PYTHONPATH=$PWD:$PYTHONPATH
+BUDGET_PER_SYSTEM=${BUDGET_PER_SYSTEM:-170}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $OUT/gpu.txt
+python3 benchmarks/engine_overhead.py --platform CUDA --atoms 23682 --time-ps 100 --out $OUT/engine_overhead_cuda.json 2>&1 | tail -4
+python3 benchmarks/engine_overhead.py --platform OpenCL --atoms 23682 --time-ps 50 --out $OUT/engine_overhead_opencl.json 2>&1 | tail -4
+python3 benchmarks/paper_slice.py --params gpu_inputs/PEO gpu_inputs/CPE-10 --temperature 353 \
+    --budget-s "$BUDGET_PER_SYSTEM" --production-ps 5000 --frame-ps 40 --out slice 2>&1 | grep -v "step .*ETA" | tail -30
+python3 - <<'PY'
+import gzip, json, os, shutil
+from pathlib import Path
+from pipeline.dcd import HEADER_BYTES, read_header, truncate_dcd
+out = Path(os.environ["OUT"])
+shutil.copy("slice/slice_summary.json", out / "slice_summary.json")
+for system in ("PEO", "CPE-10"):
+    prod = Path("slice") / system / "production"
+    for stage in ("cool", "equilibrate", "production"):
+        csv = Path("slice") / system / stage / "state.csv"
+        if csv.exists():
+            shutil.copy(csv, out / f"{system}_{stage}_state.csv")
+    for name in ("done.json", "state.xml"):
+        if (prod / name).exists():
+            shutil.copy(prod / name, out / f"{system}_production_{name}")
+    traj = prod / "trajectory.dcd"
+    if traj.exists():
+        info = read_header(traj)
+        frame_bytes = (os.path.getsize(traj) - HEADER_BYTES) / max(info["n_frames"], 1)
+        max_frames = int(15.5 * 2**20 / frame_bytes)  # stays under 16 MiB even if gzip gains nothing
+        if info["n_frames"] > max_frames:
+            truncate_dcd(traj, info["first_step"] + (max_frames - 1) * info["interval"])
+        with open(traj, "rb") as src, gzip.open(out / f"{system}_production.dcd.gz", "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        print(system, read_header(traj))
+PY
+ls -la $OUT
