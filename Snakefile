@@ -18,6 +18,7 @@ wildcard_constraints:
     replica=r"\d+",
     T=r"[0-9.]+",
     stage="|".join(STAGES),
+    metal="FeNi|Fe|Ni|Cu",
 
 
 include: "rules/build.smk"

@@ -21,7 +21,7 @@ out = Path(os.environ["OUT"])
 shutil.copy("slice/slice_summary.json", out / "slice_summary.json")
 for system in ("PEO", "CPE-10"):
     prod = Path("slice") / system / "production"
-    for stage in ("cool", "equilibrate", "production"):
+    for stage in ("compress", "cool", "equilibrate", "production"):
         csv = Path("slice") / system / stage / "state.csv"
         if csv.exists():
             shutil.copy(csv, out / f"{system}_{stage}_state.csv")

@@ -35,9 +35,11 @@ def slice_stages(production_ps: float, frame_ps: float) -> list[dict]:
     return [
         {"name": "anneal", "ensemble": "NVT", "time_ps": 50, "temperature_K": 500, "trajectory_interval_ps": 0,
          "state_interval_ps": 5},
+        {"name": "compress", "ensemble": "NPT", "time_ps": 200, "temperature_K": 500, "pressure_bar": 1000,
+         "trajectory_interval_ps": 0, "state_interval_ps": 5},
         {"name": "cool", "ensemble": "NPT", "time_ps": 100, "temperature_K": [500, "run"], "trajectory_interval_ps": 0,
          "state_interval_ps": 5},
-        {"name": "equilibrate", "ensemble": "NPT", "time_ps": 250, "trajectory_interval_ps": 0, "state_interval_ps": 5},
+        {"name": "equilibrate", "ensemble": "NPT", "time_ps": 150, "trajectory_interval_ps": 0, "state_interval_ps": 5},
         {"name": "production", "ensemble": "NVT", "time_ps": production_ps, "trajectory_interval_ps": frame_ps,
          "state_interval_ps": frame_ps},
     ]

@@ -63,11 +63,34 @@ def cmd_build(args):
     )
 
 
+def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
+    """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi."""
+    from forcefields.calibration import load_overrides
+
+    cal = load_overrides(calibration_file)
+    merged = {**(ff_cfg.get("metal_o_tfsi") or {}), **cal["fitted"]}
+    return {**ff_cfg, "metal_o_tfsi": merged, "calibration": {k: cal[k] for k in ("metal", "target_eV", "achieved_eV", "file")}}
+
+
 def cmd_parametrise(args):
     from forcefields.parametrise import parametrise
 
     config = _config(args)
-    parametrise(Path(args.box), config.get("forcefield", {}), Path(args.out))
+    ff_cfg = config.get("forcefield", {})
+    if args.calibration:
+        ff_cfg = merge_calibration(ff_cfg, Path(args.calibration))
+    parametrise(Path(args.box), ff_cfg, Path(args.out))
+
+
+def cmd_calibrate(args):
+    from forcefields.calibration import calibrate
+
+    config = _config(args)
+    record = calibrate(args.metal, config.get("forcefield", {}), config.get("calibration", {}), Path(args.out))
+    print(
+        f"{args.metal}: epsilon {next(iter(record['fitted'].values()))['epsilon_kj_mol']:.4g} kJ/mol gives E_ads "
+        f"{record['achieved_eV']:.4f} eV (target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
+    )
 
 
 def cmd_export(args):
@@ -180,7 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--box", required=True, help="box.pdb from `spemd build`")
     p.add_argument("--out", required=True)
+    p.add_argument("--calibration", help="calibration.json from `spemd calibrate`: its fitted metal-O(TFSI) pairs override forcefield.metal_o_tfsi")
     p.set_defaults(func=cmd_parametrise)
+
+    p = sub.add_parser("calibrate", help="fit the metal-O(TFSI) LJ epsilon of one MOF model to its target adsorption energy")
+    _add_config_args(p)
+    p.add_argument("--metal", required=True, help="MOF model: FeNi, Fe, Ni or Cu")
+    p.add_argument("--out", required=True, help="output folder (calibration.json)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="export a parametrised system to GROMACS or Amber files")
     p.add_argument("--params", required=True, help="params folder from `spemd parametrise`")

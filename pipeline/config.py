@@ -194,6 +194,14 @@ def check_consistency(config: dict) -> None:
         wt = spec.get("mof_wt_percent", 0)
         if wt == 0 and "chains" not in spec:
             raise ConfigError(f"systems.{name}.chains: required when mof_wt_percent is 0")
+    calibration = config.get("calibration") or {}
+    if calibration.get("enabled") and "FeNi" not in (calibration.get("targets_eV") or {}):
+        users = [n for n, spec in config.get("systems", {}).items() if spec.get("mof_wt_percent", 0) > 0 and spec.get("mof_metal", "FeNi") == "FeNi"]
+        if users:
+            raise ConfigError(
+                f"calibration.targets_eV.FeNi: required when calibration.enabled and a system uses mof_metal FeNi "
+                f"({', '.join(users)}); the paper gives no Fe-Ni value, give one in eV (< 0)"
+            )
     names = [s["name"] for s in protocol.get("stages", [])]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -285,40 +285,43 @@ def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     integrator = openmm.VerletIntegrator(0.001 * unit.picosecond)
     context = openmm.Context(params.system, integrator, platform, props)
-    context.setPeriodicBoxVectors(*params.box)
-    context.setPositions(params.positions)
-    e0 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    max_iter = int(protocol["minimise_max_iterations"])
-    t0 = time.perf_counter()
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, max_iter)
-    wall = time.perf_counter() - t0
-    state = context.getState(getPositions=True, getEnergy=True)
-    e1 = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    if not math.isfinite(e1) or not np.isfinite(pos).all():
-        raise SimulationError(
-            f"minimise: energy after minimisation is {e1} kJ/mol (NaN/inf); check {params.topology_path} for overlapping atoms"
-        )
-    log.info("minimise: %s, %.6g -> %.6g kJ/mol in %.1f s (%s)", params.dir, e0, e1, wall, description)
-    write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(state))
-    result = {
-        "stage": "minimise",
-        "potential_energy_before_kj_mol": _finite(e0),
-        "potential_energy_after_kj_mol": e1,
-        "max_iterations": max_iter,
-        "tolerance_kj_mol_nm": 10.0,
-        "wall_seconds": wall,
-        "n_atoms": params.system.getNumParticles(),
-        "platform": platform.getName(),
-        "device": describe_context(context),
-        "provenance": provenance(
-            config={"protocol": protocol, "platform": platform_cfg},
-            inputs=params.input_files(),
-            extra={"platform": description},
-        ),
-    }
-    write_json_atomic(done_path, result)
-    return result
+    try:
+        context.setPeriodicBoxVectors(*params.box)
+        context.setPositions(params.positions)
+        e0 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        max_iter = int(protocol["minimise_max_iterations"])
+        t0 = time.perf_counter()
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, max_iter)
+        wall = time.perf_counter() - t0
+        state = context.getState(getPositions=True, getEnergy=True)
+        e1 = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if not math.isfinite(e1) or not np.isfinite(pos).all():
+            raise SimulationError(
+                f"minimise: energy after minimisation is {e1} kJ/mol (NaN/inf); check {params.topology_path} for overlapping atoms"
+            )
+        log.info("minimise: %s, %.6g -> %.6g kJ/mol in %.1f s (%s)", params.dir, e0, e1, wall, description)
+        write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(state))
+        result = {
+            "stage": "minimise",
+            "potential_energy_before_kj_mol": _finite(e0),
+            "potential_energy_after_kj_mol": e1,
+            "max_iterations": max_iter,
+            "tolerance_kj_mol_nm": 10.0,
+            "wall_seconds": wall,
+            "n_atoms": params.system.getNumParticles(),
+            "platform": platform.getName(),
+            "device": describe_context(context),
+            "provenance": provenance(
+                config={"protocol": protocol, "platform": platform_cfg},
+                inputs=params.input_files(),
+                extra={"platform": description},
+            ),
+        }
+        write_json_atomic(done_path, result)
+        return result
+    finally:
+        del context  # deterministic: Context before Integrator (see run_stage)
 
 
 # -------------------------------------------------------------------------------------------- stages
@@ -439,7 +442,9 @@ def run_stage(
 
     baro_param = None
     if plan["ensemble"] == "NPT":
-        _, baro_param = _add_barostat(system, params, protocol, t_start, seed_s)
+        # a stage may set its own pressure (e.g. a high-pressure compression after packing at low density)
+        stage_protocol = {**protocol, "pressure_bar": stage.get("pressure_bar", protocol["pressure_bar"])}
+        _, baro_param = _add_barostat(system, params, stage_protocol, t_start, seed_s)
     dt = float(protocol["timestep_fs"]) * unit.femtosecond
     integrator = openmm.LangevinMiddleIntegrator(
         t_start * unit.kelvin, float(protocol["friction_per_ps"]) / unit.picosecond, dt
@@ -449,163 +454,168 @@ def run_stage(
     platform, props, description = select_platform(platform_cfg)
     topology = params.topology
     sim = app.Simulation(topology, system, integrator, platform, props)
-    device = describe_context(sim.context)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / "checkpoint.chk"
-    traj_path = out_dir / "trajectory.dcd"
-    csv_path = out_dir / "state.csv"
-
-    resumed_from = None
-    if ckpt_path.is_file():
-        try:
-            sim.context.loadCheckpoint(ckpt_path.read_bytes())
-        except Exception as exc:
-            raise SimulationError(
-                f"stage {name}: {ckpt_path} cannot be loaded on {device} ({str(exc).strip().splitlines()[0]}); "
-                "checkpoints need the same platform, precision and OpenMM version - rerun there, or delete the "
-                "stage folder to restart the stage"
-            ) from None
-        resumed_from = sim.currentStep
-        if resumed_from > n_steps:
-            raise SimulationError(
-                f"stage {name}: {ckpt_path} is at step {resumed_from}, beyond the stage's {n_steps} steps; "
-                "time_ps was shortened - delete the stage folder to restart it"
-            )
-        if plan["trajectory_interval"] > 0:
-            if traj_path.is_file():
-                truncate_dcd(traj_path, resumed_from)
-            elif resumed_from >= plan["trajectory_interval"]:
-                raise SimulationError(f"stage {name}: {traj_path} is missing but {ckpt_path} is at step {resumed_from}")
-        if csv_path.is_file():
-            truncate_state_csv(csv_path, resumed_from)
-        log.info("stage %s: resuming from checkpoint at step %d of %d (%s)", name, resumed_from, n_steps, device)
-    else:
-        positions, box = _load_start_state(start_state, params)
-        sim.context.setPeriodicBoxVectors(*box)
-        sim.context.setPositions(positions)
-        sim.context.setVelocitiesToTemperature(t_start * unit.kelvin, seed_s)
-        log.info("stage %s: starting, %d steps of %s fs, %s (%s)", name, n_steps, plan["dt_fs"], plan["ensemble"], device)
-
-    appending = resumed_from is not None
-    energy_limit = _energy_limit(system)
-    reporters = []
-    traj_reporter = None
-    if plan["trajectory_interval"] > 0:
-        traj_reporter = DCDTrajectoryReporter(
-            traj_path, plan["trajectory_interval"], system.getNumParticles(), dt,
-            append=appending and traj_path.is_file(),
-        )
-        reporters.append(traj_reporter)
-    reporters.append(StateCSVReporter(
-        csv_path, plan["state_interval"], n_steps, system, topology, energy_limit,
-        append=appending and csv_path.is_file(),
-    ))
-    reporters.append(ProgressLogReporter(log, f"stage {name}", plan["state_interval"], n_steps, PROGRESS_LOG_SECONDS))
-    writers = [r for r in reporters if hasattr(r, "flush")]
-
-    unit_steps = plan["checkpoint_unit"]
-    chunk = min(unit_steps, RAMP_UPDATE_MAX_STEPS) if ramp else unit_steps
-    ckpt_every_s = float(protocol["checkpoint_minutes"]) * 60.0
-    first_step = sim.currentStep
-    t_loop = time.perf_counter()
-    last_ckpt = t_loop
-    seg_start = t_loop
-    seg_max = 0.0
-    last_ckpt_step = resumed_from
-
-    def set_temperature(step):
-        temp = stage_temperature(stage, temperature_K, step, n_steps)
-        integrator.setTemperature(temp * unit.kelvin)
-        if baro_param is not None:
-            sim.context.setParameter(baro_param, temp)
-
-    def checkpoint(step):
-        nonlocal last_ckpt, last_ckpt_step
-        time_ps = step * plan["dt_fs"] / 1000.0
-        _write_checkpoint(sim.context, ckpt_path, writers, energy_limit, step, time_ps)
-        last_ckpt, last_ckpt_step = time.perf_counter(), step
-
     try:
-        try:
-            while sim.currentStep < n_steps:
-                step = sim.currentStep
-                target = min(n_steps, (step // chunk + 1) * chunk)
-                if ramp:  # the chunk ending at `target` runs at the schedule's value there
-                    set_temperature(target)
-                _advance(sim, reporters, target)
-                step = sim.currentStep
-                if step % unit_steps != 0 or step >= n_steps:
-                    continue
-                # a frame boundary: checkpoint if due, stop if the budget is nearly spent
-                now = time.perf_counter()
-                seg_max = max(seg_max, now - seg_start)
-                seg_start = now
-                if now - last_ckpt >= ckpt_every_s:
-                    checkpoint(step)
-                if budget is not None and (now - t_call) + 2.0 * seg_max + 5.0 > budget:
-                    if last_ckpt_step != step:
-                        checkpoint(step)
-                    for w in writers:
-                        w.close()
-                    raise StageIncomplete(
-                        f"stage {name}: wall-clock budget of {budget:.0f} s nearly spent at step {step} of "
-                        f"{n_steps} ({step * plan['dt_fs'] / 1000.0:.3f} ps); checkpoint written, rerun to continue"
-                    )
-            checkpoint(sim.currentStep)
-        except openmm.OpenMMException as exc:  # e.g. constraints failing on a blown-up structure
-            kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
-                else "no checkpoint was written"
-            step = sim.currentStep
-            raise SimulationError(
-                f"stage {name}: OpenMM failed near step {step} (t = {step * plan['dt_fs'] / 1000.0:.3f} ps): "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; {kept}"
-            ) from None
-        except BlowUp as exc:
-            kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
-                else "no checkpoint was written"
-            raise SimulationError(
-                f"stage {name}: simulation blew up at {exc}; {kept}. Check the time step, HMR and the start structure"
-            ) from None
-    finally:
-        for w in writers:
-            w.close()
-    wall_loop = time.perf_counter() - t_loop
+        device = describe_context(sim.context)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = out_dir / "checkpoint.chk"
+        traj_path = out_dir / "trajectory.dcd"
+        csv_path = out_dir / "state.csv"
 
-    final = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
-    write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(final))
-    steps_this_run = n_steps - first_step
-    ns_per_day = (steps_this_run * plan["dt_fs"] * 1e-6) / (wall_loop / 86400.0) if wall_loop > 0 and steps_this_run > 0 else None
-    box = final.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-    result = {
-        "stage": name,
-        "ensemble": plan["ensemble"],
-        "steps": n_steps,
-        "timestep_fs": plan["dt_fs"],
-        "simulated_time_ps": n_steps * plan["dt_fs"] / 1000.0,
-        "final_time_ps": final.getTime().value_in_unit(unit.picosecond),
-        "temperature_K": stage.get("temperature_K", temperature_K),
-        "trajectory_interval_steps": plan["trajectory_interval"],
-        "trajectory_frames": traj_reporter.n_frames if traj_reporter else 0,
-        "trajectory_coordinates": "unwrapped (continuous)",
-        "state_interval_steps": plan["state_interval"],
-        "resumed_from_step": resumed_from,
-        "steps_this_run": steps_this_run,
-        "wall_seconds_this_run": wall_loop,
-        "ns_per_day": ns_per_day,
-        "final_potential_energy_kj_mol": final.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-        "final_box_nm": box.tolist(),
-        "platform": platform.getName(),
-        "device": device,
-        "seed": seed,
-        "stage_seed": seed_s,
-        "provenance": provenance(
-            seed=seed,
-            config={"stage": stage, "protocol": protocol, "platform": platform_cfg, "temperature_K": temperature_K},
-            inputs=params.input_files(),
-            extra={"platform": device},
-        ),
-    }
-    write_json_atomic(done_path, result)
-    log.info("stage %s: finished %d steps (%.3f ps), %s ns/day on %s", name, n_steps, result["simulated_time_ps"],
-             f"{ns_per_day:.4g}" if ns_per_day else "n/a", device)
-    return result
+        resumed_from = None
+        if ckpt_path.is_file():
+            try:
+                sim.context.loadCheckpoint(ckpt_path.read_bytes())
+            except Exception as exc:
+                raise SimulationError(
+                    f"stage {name}: {ckpt_path} cannot be loaded on {device} ({str(exc).strip().splitlines()[0]}); "
+                    "checkpoints need the same platform, precision and OpenMM version - rerun there, or delete the "
+                    "stage folder to restart the stage"
+                ) from None
+            resumed_from = sim.currentStep
+            if resumed_from > n_steps:
+                raise SimulationError(
+                    f"stage {name}: {ckpt_path} is at step {resumed_from}, beyond the stage's {n_steps} steps; "
+                    "time_ps was shortened - delete the stage folder to restart it"
+                )
+            if plan["trajectory_interval"] > 0:
+                if traj_path.is_file():
+                    truncate_dcd(traj_path, resumed_from)
+                elif resumed_from >= plan["trajectory_interval"]:
+                    raise SimulationError(f"stage {name}: {traj_path} is missing but {ckpt_path} is at step {resumed_from}")
+            if csv_path.is_file():
+                truncate_state_csv(csv_path, resumed_from)
+            log.info("stage %s: resuming from checkpoint at step %d of %d (%s)", name, resumed_from, n_steps, device)
+        else:
+            positions, box = _load_start_state(start_state, params)
+            sim.context.setPeriodicBoxVectors(*box)
+            sim.context.setPositions(positions)
+            sim.context.setVelocitiesToTemperature(t_start * unit.kelvin, seed_s)
+            log.info("stage %s: starting, %d steps of %s fs, %s (%s)", name, n_steps, plan["dt_fs"], plan["ensemble"], device)
+
+        appending = resumed_from is not None
+        energy_limit = _energy_limit(system)
+        reporters = []
+        traj_reporter = None
+        if plan["trajectory_interval"] > 0:
+            traj_reporter = DCDTrajectoryReporter(
+                traj_path, plan["trajectory_interval"], system.getNumParticles(), dt,
+                append=appending and traj_path.is_file(),
+            )
+            reporters.append(traj_reporter)
+        reporters.append(StateCSVReporter(
+            csv_path, plan["state_interval"], n_steps, system, topology, energy_limit,
+            append=appending and csv_path.is_file(),
+        ))
+        reporters.append(ProgressLogReporter(log, f"stage {name}", plan["state_interval"], n_steps, PROGRESS_LOG_SECONDS))
+        writers = [r for r in reporters if hasattr(r, "flush")]
+
+        unit_steps = plan["checkpoint_unit"]
+        chunk = min(unit_steps, RAMP_UPDATE_MAX_STEPS) if ramp else unit_steps
+        ckpt_every_s = float(protocol["checkpoint_minutes"]) * 60.0
+        first_step = sim.currentStep
+        t_loop = time.perf_counter()
+        last_ckpt = t_loop
+        seg_start = t_loop
+        seg_max = 0.0
+        last_ckpt_step = resumed_from
+
+        def set_temperature(step):
+            temp = stage_temperature(stage, temperature_K, step, n_steps)
+            integrator.setTemperature(temp * unit.kelvin)
+            if baro_param is not None:
+                sim.context.setParameter(baro_param, temp)
+
+        def checkpoint(step):
+            nonlocal last_ckpt, last_ckpt_step
+            time_ps = step * plan["dt_fs"] / 1000.0
+            _write_checkpoint(sim.context, ckpt_path, writers, energy_limit, step, time_ps)
+            last_ckpt, last_ckpt_step = time.perf_counter(), step
+
+        try:
+            try:
+                while sim.currentStep < n_steps:
+                    step = sim.currentStep
+                    target = min(n_steps, (step // chunk + 1) * chunk)
+                    if ramp:  # the chunk ending at `target` runs at the schedule's value there
+                        set_temperature(target)
+                    _advance(sim, reporters, target)
+                    step = sim.currentStep
+                    if step % unit_steps != 0 or step >= n_steps:
+                        continue
+                    # a frame boundary: checkpoint if due, stop if the budget is nearly spent
+                    now = time.perf_counter()
+                    seg_max = max(seg_max, now - seg_start)
+                    seg_start = now
+                    if now - last_ckpt >= ckpt_every_s:
+                        checkpoint(step)
+                    if budget is not None and (now - t_call) + 2.0 * seg_max + 5.0 > budget:
+                        if last_ckpt_step != step:
+                            checkpoint(step)
+                        for w in writers:
+                            w.close()
+                        raise StageIncomplete(
+                            f"stage {name}: wall-clock budget of {budget:.0f} s nearly spent at step {step} of "
+                            f"{n_steps} ({step * plan['dt_fs'] / 1000.0:.3f} ps); checkpoint written, rerun to continue"
+                        )
+                checkpoint(sim.currentStep)
+            except openmm.OpenMMException as exc:  # e.g. constraints failing on a blown-up structure
+                kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
+                    else "no checkpoint was written"
+                step = sim.currentStep
+                raise SimulationError(
+                    f"stage {name}: OpenMM failed near step {step} (t = {step * plan['dt_fs'] / 1000.0:.3f} ps): "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; {kept}"
+                ) from None
+            except BlowUp as exc:
+                kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
+                    else "no checkpoint was written"
+                raise SimulationError(
+                    f"stage {name}: simulation blew up at {exc}; {kept}. Check the time step, HMR and the start structure"
+                ) from None
+        finally:
+            for w in writers:
+                w.close()
+        wall_loop = time.perf_counter() - t_loop
+
+        final = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+        write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(final))
+        steps_this_run = n_steps - first_step
+        ns_per_day = (steps_this_run * plan["dt_fs"] * 1e-6) / (wall_loop / 86400.0) if wall_loop > 0 and steps_this_run > 0 else None
+        box = final.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        result = {
+            "stage": name,
+            "ensemble": plan["ensemble"],
+            "steps": n_steps,
+            "timestep_fs": plan["dt_fs"],
+            "simulated_time_ps": n_steps * plan["dt_fs"] / 1000.0,
+            "final_time_ps": final.getTime().value_in_unit(unit.picosecond),
+            "temperature_K": stage.get("temperature_K", temperature_K),
+            "trajectory_interval_steps": plan["trajectory_interval"],
+            "trajectory_frames": traj_reporter.n_frames if traj_reporter else 0,
+            "trajectory_coordinates": "unwrapped (continuous)",
+            "state_interval_steps": plan["state_interval"],
+            "resumed_from_step": resumed_from,
+            "steps_this_run": steps_this_run,
+            "wall_seconds_this_run": wall_loop,
+            "ns_per_day": ns_per_day,
+            "final_potential_energy_kj_mol": final.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            "final_box_nm": box.tolist(),
+            "platform": platform.getName(),
+            "device": device,
+            "seed": seed,
+            "stage_seed": seed_s,
+            "provenance": provenance(
+                seed=seed,
+                config={"stage": stage, "protocol": protocol, "platform": platform_cfg, "temperature_K": temperature_K},
+                inputs=params.input_files(),
+                extra={"platform": device},
+            ),
+        }
+        write_json_atomic(done_path, result)
+        log.info("stage %s: finished %d steps (%.3f ps), %s ns/day on %s", name, n_steps, result["simulated_time_ps"],
+                 f"{ns_per_day:.4g}" if ns_per_day else "n/a", device)
+        return result
+    finally:
+        # Free the Context now, not in a garbage-collected cycle (an exception's traceback holds this frame):
+        # a cycle may free the Integrator before the Context, and ~Context then touches freed memory.
+        del sim.context

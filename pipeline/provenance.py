@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-TRACKED_PACKAGES = ("spemd", "openmm", "numpy", "scipy", "mdtraj", "MDAnalysis", "parmed", "snakemake", "packmol")
+TRACKED_PACKAGES = ("spemd", "openmm", "numpy", "scipy", "mdtraj", "MDAnalysis", "parmed", "snakemake")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -15,8 +15,21 @@ rule build:
         "--replica {wildcards.replica} --out {params.out} > {log} 2>&1"
 
 
+rule calibrate:
+    output:
+        "results/calibration/{metal}/calibration.json",
+    params:
+        cfg=lambda w: sections("forcefield", "calibration"),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        "logs/calibrate/{metal}.log",
+    shell:
+        "spemd calibrate --config-json {params.cfg:q} --metal {wildcards.metal} --out {params.out} > {log} 2>&1"
+
+
 rule parametrise:
     input:
+        unpack(calibration_input),
         box=rules.build.output.box,
     output:
         system="results/{system}/rep{replica}/params/system.xml",
@@ -25,7 +38,8 @@ rule parametrise:
     params:
         cfg=lambda w: sections("forcefield"),
         out=lambda w, output: os.path.dirname(output.system),
+        calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
     log:
         "logs/parametrise/{system}_rep{replica}.log",
     shell:
-        "spemd parametrise --config-json {params.cfg:q} --box {input.box} --out {params.out} > {log} 2>&1"
+        "spemd parametrise --config-json {params.cfg:q} --box {input.box} {params.calibration} --out {params.out} > {log} 2>&1"

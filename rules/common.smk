@@ -48,3 +48,11 @@ def all_analysis_outputs():
 
 def summary_table():
     return "results/summary.csv"
+
+
+def calibration_input(wildcards):
+    """The system's metal's calibration.json when calibration is enabled and the system has a MOF slab."""
+    spec = CONFIG["systems"][wildcards.system]
+    if not CONFIG["calibration"]["enabled"] or spec.get("mof_wt_percent", 0) <= 0:
+        return {}
+    return {"calibration": f"results/calibration/{spec['mof_metal']}/calibration.json"}

@@ -1,29 +1,30 @@
-"""Periodic boxes of PEO/NaTFSI, optionally on an M3(BTC)2 slab, packed with packmol.
+"""Periodic boxes of PEO/NaTFSI, optionally on an M3(BTC)2 slab, filled by growing the chains in the box.
 
 Plain electrolyte: a cubic box at build.start_density_g_cm3. Composite: the box's x/y are the slab's
 (periodic in x/y), the slab fills z in [0, thickness] and polymer + salt fill the gap above it; through
 the periodicity in z the gap touches both slab faces, so polymer sits on both. The number of chains is
 then set by the MOF mass fraction (spec `chains` is ignored and that is recorded).
 
-Packing: packmol's `pbc` keeps molecules apart across the faces, but (packmol 21) it also confines
-every atom to the box, so each chain is grown (systems.molecules.peo_chain) to fit the packing region:
-short chains in any orientation, long ones near their growth orientation (see build_box). The slab is not given to packmol: the packing region (the gap)
-starts `packing_tolerance_nm` above the slab's top atoms and ends the same distance below the periodic
-image of its bottom atoms. packmol handles start densities up to about 0.5 g/cm3 for these chains
-(measured); NPT compresses the box afterwards.
+Filling (no packmol): the Na+ and TFSI- ions go first, at random points in random rigid orientations;
+then every chain is grown atom by atom inside the periodic box (systems.molecules.peo_backbone: random
+start, trans/gauche torsions, backtracking), each new atom checked by minimum image against a cell list
+of everything placed before (`packing_tolerance_nm` between molecules) and against its own chain. The
+packing region is the whole box, or with a slab the gap from `packing_tolerance_nm` above the slab's top
+atoms to the same distance below the periodic image of its bottom atoms; since the slab lies entirely
+outside the region (in z), every placed atom is at least that far from it. Molecules are written whole
+(unwrapped; chains may leave [0, box) in x and y, never in z with a slab). At paper scale (~23k atoms,
+benchmarks/build_speed.py, 2 busy cores) this takes ~10-15 s at 0.5 g/cm3, ~30-50 s at 0.6 and over
+100 s at 0.7 (the last chains find little room); NPT compresses the box afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import openmm.app as app
 import openmm.unit as u
+from scipy import sparse
 from scipy.spatial import cKDTree
 
 from pipeline import units
@@ -36,22 +37,14 @@ MOF_METALS = ("FeNi", "Fe", "Ni", "Cu")
 MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
 MAX_MOF_WT_PERCENT = 50.0
 WT_TOLERANCE_PERCENT = 0.5
-# Chains are grown to fit inside a sphere of EXTENT_FRACTION x the packing region's shortest side.
-EXTENT_FRACTION = 0.9
-# Smallest cube (nm) a coil of n EO units is grown into without much backtracking: 0.4 sqrt(n).
-COIL_NM_PER_SQRT_EO = 0.4
-# Rotation freedom (degrees, about each axis) of chains grown to fit the region's shape.
-CHAIN_ROTATION_DEG = 15.0
-# Non-bonded atoms (more than three bonds apart) closer than this mean a failed packing.
+# Non-bonded atoms (more than three bonds apart) closer than this mean a failed build.
 MIN_PAIR_NM = 0.1
-PACKMOL_TIMEOUT_S = 900
-
-
-def _packmol_binary() -> str:
-    exe = shutil.which("packmol") or str(Path(os.sys.executable).with_name("packmol"))
-    if not Path(exe).is_file():
-        raise BuildError("packmol: executable not found (pip install packmol)")
-    return exe
+# Fresh starts of a chain that got stuck, and random (position, orientation) tries per ion.
+CHAIN_TRIES = 20
+ION_TRIES = 2000
+# Chains start at the emptiest of START_POOL x (tries per batch) random points: fewest atoms within START_PROBE_NM.
+START_POOL = 4
+START_PROBE_NM = 0.6
 
 
 def salt_pairs(total_eo: int, eo_per_na: float) -> int:
@@ -124,59 +117,118 @@ def composite_chains(mof_mass_amu: float, wt_percent: float, eo_per_chain: int, 
     return {"chain_eo": best, "n_salt": salt_pairs(sum(best), eo_per_na), "wt_percent": achieved(best)}
 
 
-def _write_xyz_pdb(path: Path, mol_top: app.Topology, xyz_nm: np.ndarray) -> None:
-    """Minimal PDB (coordinates only) that packmol reads."""
-    lines = []
-    for i, (atom, p) in enumerate(zip(mol_top.atoms(), units.nm_to_angstrom(np.asarray(xyz_nm)))):
-        lines.append(
-            "HETATM%5d %-4s %3s A%4d    %8.3f%8.3f%8.3f  1.00  0.00          %2s"
-            % (i % 100000, atom.name[:4], atom.residue.name[:3], 1, p[0], p[1], p[2], atom.element.symbol)
-        )
-    path.write_text("\n".join(lines) + "\nEND\n")
+class _BoxSurroundings(molecules.Surroundings):
+    """The periodic box being filled: a cell list of the atoms placed so far (wrapped into the box) and
+    the region [lo, hi] (nm) new atoms must lie in (wrapped; the whole box without a slab).
 
-
-def _run_packmol(structures, lo_nm, hi_nm, tol_nm, seed, key) -> np.ndarray:
-    """Pack `structures` = [(Molecule, number, constraint_lines)] into the periodic box [lo, hi] (nm).
-
-    Returns the packed positions (nm) in input order, copies of a structure consecutive.
+    New atoms must keep `tol` (minimum image) from every placed atom; the cells are at least
+    `reach + tol` wide, so a candidate's neighbours lie in the 3 x 3 x 3 cells around it.
     """
-    lo_a, hi_a = units.nm_to_angstrom(np.asarray(lo_nm)), units.nm_to_angstrom(np.asarray(hi_nm))
-    with tempfile.TemporaryDirectory(prefix="spemd_packmol_") as tmp:
-        tmp = Path(tmp)
-        inp = [
-            f"tolerance {units.nm_to_angstrom(tol_nm):.4f}",
-            # packmol takes positive seeds (-1 means "from the clock")
-            f"seed {seed + 1}",
-            "filetype pdb",
-            "output packed.pdb",
-            # pbc also confines every atom to this box (packmol 21)
-            "pbc " + " ".join(f"{x:.4f}" for x in (*lo_a, *hi_a)),
+
+    def __init__(self, box, lo, hi, tol, reach):
+        self.box_nm = np.asarray(box, dtype=float)
+        self.lo, self.hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        self.tol = float(tol)
+        self.n_cells = np.maximum(1, np.floor(self.box_nm / (reach + self.tol)).astype(int))
+        self.cell_nm = self.box_nm / self.n_cells
+        self.slots = np.full((*self.n_cells, 16), -1, dtype=np.int64)
+        self.filled = np.zeros(self.n_cells, dtype=np.int64)
+        self.xyz = np.zeros((1024, 3))
+        self.size = 0
+        self._cache: dict = {}  # (cell, radius) -> neighbours, until the next add
+
+    def wrap(self, xyz):
+        return xyz - np.floor(xyz / self.box_nm) * self.box_nm
+
+    def add(self, xyz) -> None:
+        """Place atoms xyz (M, 3) (any periodic image)."""
+        w = self.wrap(np.asarray(xyz, dtype=float).reshape(-1, 3))
+        self._cache.clear()
+        while self.size + len(w) > len(self.xyz):
+            self.xyz = np.concatenate([self.xyz, np.zeros_like(self.xyz)])
+        cells = np.minimum((w / self.cell_nm).astype(int), self.n_cells - 1)
+        for p, c in zip(w, map(tuple, cells)):
+            k = self.filled[c]
+            if k == self.slots.shape[-1]:
+                self.slots = np.concatenate([self.slots, np.full_like(self.slots, -1)], axis=-1)
+            self.slots[c + (k,)] = self.size
+            self.filled[c] = k + 1
+            self.xyz[self.size] = p
+            self.size += 1
+
+    def _near(self, centre, radius) -> np.ndarray:
+        """Placed atoms (wrapped) in the cells within `radius` of `centre`."""
+        c = np.minimum((self.wrap(centre) / self.cell_nm).astype(int), self.n_cells - 1)
+        key = (*c, radius)
+        if key in self._cache:
+            return self._cache[key]
+        m = np.ceil(radius / self.cell_nm).astype(int)
+        ranges = [
+            np.arange(n) if 2 * mm + 1 >= n else (cc + np.arange(-mm, mm + 1)) % n
+            for cc, mm, n in zip(c, m, self.n_cells)
         ]
-        n_atoms = 0
-        for k, (mol, number, constraints) in enumerate(structures):
-            _write_xyz_pdb(tmp / f"s{k}.pdb", mol.topology, mol.positions_nm)
-            inp += [f"structure s{k}.pdb", f"  number {number}", *[f"  {c}" for c in constraints], "end structure"]
-            n_atoms += number * mol.topology.getNumAtoms()
-        (tmp / "pack.inp").write_text("\n".join(inp) + "\n")
-        advice = "lower build.start_density_g_cm3 (packmol reaches about 0.5 g/cm3 for PEO/NaTFSI) or build.packing_tolerance_nm"
-        try:
-            with open(tmp / "pack.inp") as stdin:
-                proc = subprocess.run(
-                    [_packmol_binary()], stdin=stdin, cwd=tmp, capture_output=True, text=True, timeout=PACKMOL_TIMEOUT_S
-                )
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"{key}: packmol found no packing within {PACKMOL_TIMEOUT_S} s; {advice}") from None
-        out = tmp / "packed.pdb"
-        if proc.returncode != 0 or not out.is_file():
-            raise BuildError(f"{key}: packmol found no packing (exit code {proc.returncode}); {advice}")
-        xyz = [
-            (float(line[30:38]), float(line[38:46]), float(line[46:54]))
-            for line in out.read_text().splitlines()
-            if line.startswith(("ATOM", "HETATM"))
-        ]
-    if len(xyz) != n_atoms:
-        raise BuildError(f"{key}: packmol wrote {len(xyz)} atoms, expected {n_atoms}")
-    return units.angstrom_to_nm(np.array(xyz))
+        ids = self.slots[np.ix_(*ranges)].ravel()
+        self._cache[key] = self.xyz[ids[ids >= 0]]
+        return self._cache[key]
+
+    def starts(self, rng, k):
+        """k random points in the region, the emptiest of START_POOL x k (fewest atoms within START_PROBE_NM) first."""
+        pool = self.lo + rng.random((START_POOL * k, 3)) * (self.hi - self.lo)
+        if self.size == 0:
+            return pool[:k]
+        crowd = np.empty(len(pool))
+        for j, p in enumerate(pool):
+            d = self._near(p, START_PROBE_NM) - self.wrap(p)
+            d -= np.round(d / self.box_nm) * self.box_nm
+            crowd[j] = np.count_nonzero(np.einsum("oi,oi->o", d, d) < START_PROBE_NM**2)
+        return pool[np.argsort(crowd, kind="stable")[:k]]
+
+    def clear(self, xyz, centre, reach_nm):
+        xyz = np.asarray(xyz, dtype=float)
+        w = self.wrap(xyz)
+        ok = np.all((w >= self.lo) & (w <= self.hi), axis=(1, 2))
+        centre = np.asarray(centre, dtype=float)
+        if centre.ndim == 2:  # candidates far apart: one neighbourhood each
+            for k in np.flatnonzero(ok):
+                ok[k] = self.clear(xyz[k : k + 1], centre[k], reach_nm)[0]
+            return ok
+        if ok.any():
+            # neighbours as minimum-image vectors from the centre; candidates are within reach_nm of it
+            near = self._near(centre, reach_nm + self.tol) - self.wrap(centre)
+            near -= np.round(near / self.box_nm) * self.box_nm
+            d = (xyz[ok] - centre)[:, :, None, :] - near[None, None, :, :]
+            ok[ok] = np.all(np.einsum("kmoi,kmoi->kmo", d, d) >= self.tol * self.tol, axis=(1, 2))
+        return ok
+
+
+def _random_rotations(rng, k: int) -> np.ndarray:
+    """k uniformly random rotation matrices (k, 3, 3), from normalised Gaussian quaternions."""
+    q = rng.normal(size=(k, 4))
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=1,
+    )
+
+
+def _place_rigid(env: _BoxSurroundings, mol, rng, key: str, advice: str) -> np.ndarray:
+    """Put rigid `mol` at a random free point in a random orientation; returns its positions (nm)."""
+    body = mol.positions_nm - mol.positions_nm.mean(axis=0)
+    reach = float(np.max(np.linalg.norm(body, axis=1)))
+    k = molecules.TRIALS_PER_BATCH
+    for _ in range(ION_TRIES // k):
+        centres = env.starts(rng, k)
+        xyz = centres[:, None, :] + (body @ np.transpose(_random_rotations(rng, k), (0, 2, 1)) if len(body) > 1 else body)
+        ok = env.clear(xyz, centres, reach)
+        if ok.any():
+            placed = xyz[int(np.argmax(ok))]
+            env.add(placed)
+            return placed
+    raise BuildError(f"{key}: no free space for {mol.name} after {ION_TRIES} tries; {advice}")
 
 
 def _append(top: app.Topology, mol_top: app.Topology) -> None:
@@ -191,31 +243,33 @@ def _append(top: app.Topology, mol_top: app.Topology) -> None:
         top.addBond(mapping[a], mapping[b])
 
 
+def _within_three_bonds(topology: app.Topology) -> np.ndarray:
+    """Sorted keys i * n + j (i < j) of the atom pairs at most three bonds apart."""
+    n = topology.getNumAtoms()
+    ij = np.array([(a.index, b.index) for a, b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
+    adj = sparse.coo_matrix((np.ones(2 * len(ij)), (np.r_[ij[:, 0], ij[:, 1]], np.r_[ij[:, 1], ij[:, 0]])), shape=(n, n))
+    adj = (adj + sparse.identity(n)).tocsr()
+    reach = sparse.triu((adj @ adj @ adj).tocsr(), k=1).tocoo()
+    return np.unique(reach.row.astype(np.int64) * n + reach.col)
+
+
 def min_nonbonded_distance_nm(topology: app.Topology, xyz_nm: np.ndarray, box_nm, within_nm: float = 0.5):
     """Shortest minimum-image distance between atoms more than three bonds apart (inf if none within)."""
-    n = len(xyz_nm)
-    neighbours = [set() for _ in range(n)]
-    for a, b in topology.bonds():
-        neighbours[a.index].add(b.index)
-        neighbours[b.index].add(a.index)
+    xyz_nm = np.asarray(xyz_nm, dtype=float)
     box = np.asarray(box_nm, dtype=float)
     tree = cKDTree(np.mod(xyz_nm, box), boxsize=box)
-    pairs = tree.query_pairs(within_nm, output_type="ndarray")
+    pairs = np.sort(tree.query_pairs(within_nm, output_type="ndarray"), axis=1).astype(np.int64)
     if len(pairs) == 0:
         return float("inf")
-    d = xyz_nm[pairs[:, 0]] - xyz_nm[pairs[:, 1]]
+    bonded = _within_three_bonds(topology)
+    keys = pairs[:, 0] * len(xyz_nm) + pairs[:, 1]
+    at = np.minimum(np.searchsorted(bonded, keys), max(len(bonded) - 1, 0))
+    free = pairs[bonded[at] != keys] if len(bonded) else pairs
+    if len(free) == 0:
+        return float("inf")
+    d = xyz_nm[free[:, 0]] - xyz_nm[free[:, 1]]
     d -= np.round(d / box) * box
-    r = np.linalg.norm(d, axis=1)
-    best = float("inf")
-    for k in np.argsort(r):
-        i, j = pairs[k]
-        one = neighbours[i]
-        two = set().union(*(neighbours[x] for x in one)) if one else set()
-        three = set().union(*(neighbours[x] for x in two)) if two else set()
-        if j not in one | two | three:
-            best = float(r[k])
-            break
-    return best
+    return float(np.min(np.linalg.norm(d, axis=1)))
 
 
 def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff_nm: float) -> dict:
@@ -229,7 +283,7 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
     eo = int(spec["eo_per_chain"])
     eo_per_na = float(spec["eo_per_na"])
     wt = float(spec.get("mof_wt_percent", 0))
-    density = float(build_cfg.get("start_density_g_cm3", 0.8))
+    density = float(build_cfg.get("start_density_g_cm3", 0.5))
     tol = float(build_cfg.get("packing_tolerance_nm", 0.2))
     rng = np.random.default_rng(seed)
     na, tfsi = molecules.sodium(), molecules.tfsi()
@@ -268,22 +322,28 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
     if box[2] <= 2.0 * cutoff_nm:
         raise BuildError(f"{key}.mof_wt_percent: box height {box[2]:.3f} nm is not above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm})")
 
-    # Packing region = packmol's periodic box. With a slab it is the gap above it: the slab is left out
-    # of packmol, being at least `tol` away in z on both sides (through the periodic image in z).
-    # A chain whose coil fits a cube of EXTENT_FRACTION x (shortest side)/sqrt(3) is packed freely (any
-    # rotation keeps it inside); a longer one is grown to fit EXTENT_FRACTION of the region along each
-    # axis and packed with its rotation held near its growth orientation.
-    region = region_hi - region_lo
-    side = EXTENT_FRACTION * float(np.min(region)) / np.sqrt(3.0)
-    chains, constraints = [], []
-    for n in chain_eo:
-        free = side >= COIL_NM_PER_SQRT_EO * np.sqrt(n)
-        extent = np.full(3, side) if free else EXTENT_FRACTION * region
-        chains.append(molecules.peo_chain(n, rng, max_extent_nm=extent))
-        constraints.append([] if free else [f"constrain_rotation {ax} 0. {CHAIN_ROTATION_DEG}" for ax in "xyz"])
-    structures = [(c, 1, cons) for c, cons in zip(chains, constraints)] + [(na, n_salt, []), (tfsi, n_salt, [])]
-    packed = _run_packmol(structures, region_lo, region_hi, tol, seed, key)
-    xyz = packed if slab is None else np.vstack([slab.positions_nm, packed])
+    # Ions first (random points, random orientations), then the chains grown around them; both only
+    # in the packing region (the gap above the slab) and `tol` from everything placed before.
+    env = _BoxSurroundings(box, region_lo, region_hi, tol, molecules.STEP_REACH_NM)
+    advice = "lower build.start_density_g_cm3 or build.packing_tolerance_nm"
+    na_xyz = [_place_rigid(env, na, rng, key, advice) for _ in range(n_salt)]
+    tfsi_xyz = [_place_rigid(env, tfsi, rng, key, advice) for _ in range(n_salt)]
+    chains, chain_xyz = [], []
+    for c, n in enumerate(chain_eo):
+        for _ in range(CHAIN_TRIES):
+            bb = molecules.peo_backbone(n, rng, env)
+            if bb is not None:
+                break
+        else:
+            raise BuildError(
+                f"{key}: could not grow PEO chain {c + 1} of {len(chain_eo)} ({n} EO) into the box at "
+                f"build.start_density_g_cm3 = {density:g}; {advice}"
+            )
+        chains.append(molecules.peo_molecule(n, bb))
+        chain_xyz.append(chains[-1].positions_nm)
+        env.add(chain_xyz[-1])
+    parts = ([] if slab is None else [slab.positions_nm]) + chain_xyz + na_xyz + tfsi_xyz
+    xyz = np.vstack(parts)
 
     top = app.Topology()
     if slab is not None:
@@ -339,7 +399,7 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
         "provenance": provenance(
             seed=seed,
             config={"system": name, "spec": spec, "build": build_cfg, "nonbonded_cutoff_nm": cutoff_nm},
-            extra={"packmol_seed": seed + 1},
+            extra={"builder": "ions placed, then chains grown in the periodic box (systems.build)"},
         ),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

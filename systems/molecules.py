@@ -3,6 +3,9 @@
 * PEO: CH3-O-(CH2CH2O)n-CH3 grown atom by atom (natural extension reference frame) with random
   trans/gauche torsions, rejecting any growth step that brings two atoms more than three bonds apart
   closer than a clash distance, so chains are coils, not rods, and never overlap themselves.
+  `peo_backbone` grows into a `Surroundings` (empty space here; systems.build passes the periodic box
+  being filled, which rejects atoms too close to other molecules); `peo_molecule` adds the hydrogens
+  and names; `peo_chain` is one chain in empty space.
 * TFSI-: built from the CL&P z-matrix (paduagroup/clandp examples/ntf2.zmat, trans conformer) and
   relaxed with our own TFSI force field (forcefields/tfsi.xml), so bond lengths and angles sit at the
   force field's minimum rather than at the z-matrix's rounder values.
@@ -39,7 +42,8 @@ TORSION_JITTER_DEG = 12.0
 # in the finished chain (any atoms).
 CLASH_HEAVY_NM = 0.32
 CLASH_ANY_NM = 0.20
-MAX_TRIES_PER_ATOM = 30
+MAX_TRIES_PER_ATOM = 32
+TRIALS_PER_BATCH = 16
 BACKTRACK = 3
 MAX_BACKTRACKS = 500
 MAX_CHAIN_TRIES = 200
@@ -58,143 +62,199 @@ class Molecule:
         return float(sum(a.element.mass.value_in_unit(u.dalton) for a in self.topology.atoms()))
 
 
+def _cross(a, b):
+    """Cross product over the last axis (np.cross is slow for small arrays)."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
+def _unit(v):
+    return v / np.sqrt((v * v).sum(axis=-1, keepdims=True))
+
+
 def _place(a, b, c, bond, angle_deg, torsion_deg):
-    """Position of d bonded to c with |cd| = bond, angle b-c-d and torsion a-b-c-d (NeRF)."""
-    angle = np.radians(angle_deg)
-    torsion = np.radians(torsion_deg)
-    bc = c - b
-    bc /= np.linalg.norm(bc)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    d2 = np.array([-bond * np.cos(angle), bond * np.sin(angle) * np.cos(torsion), bond * np.sin(angle) * np.sin(torsion)])
-    return c + d2[0] * bc + d2[1] * m + d2[2] * n
+    """Position of d bonded to c with |cd| = bond, angle b-c-d and torsion a-b-c-d (NeRF).
 
-
-def _pick_torsion(rng, p_gauche):
-    if rng.random() < p_gauche:
-        centre = 65.0 if rng.random() < 0.5 else -65.0
-    else:
-        centre = 180.0
-    return centre + rng.normal(0.0, TORSION_JITTER_DEG)
-
-
-def _peo_backbone(n_eo: int, rng, extent=None) -> np.ndarray | None:
-    """Backbone C(H3)-O-[C-C-O]n-C(H3) positions, or None if growth got stuck.
-
-    Each step also places the hydrogens of the carbon it completes and checks them, so that
-    g+g- sequences with H...H contacts across the ether oxygen are rejected as they arise. A step that
-    finds no clash-free torsion steps back BACKTRACK atoms and regrows from there. With `extent`
-    (3 lengths, nm) the backbone's bounding box stays within extent - 2 x R_CH, so the chain with
-    its hydrogens fits a box of that size unrotated.
+    a, b, c broadcast against each other ((..., 3)) and torsion_deg against their leading shape.
     """
-    limit = None if extent is None else np.asarray(extent, dtype=float) - 2.0 * R_CH
+    angle = np.radians(angle_deg)
+    torsion = np.radians(np.asarray(torsion_deg, dtype=float))[..., None]
+    bc = _unit(c - b)
+    n = _unit(_cross(b - a, bc))
+    m = _cross(n, bc)
+    return c - bond * np.cos(angle) * bc + bond * np.sin(angle) * (np.cos(torsion) * m + np.sin(torsion) * n)
+
+
+def _pick_torsions(rng, p_gauche, k):
+    """k torsions (degrees): gauche+/- with probability p_gauche (split evenly), else trans, plus jitter."""
+    gauche = rng.random(k) < p_gauche
+    sign = np.where(rng.random(k) < 0.5, 1.0, -1.0)
+    centre = np.where(gauche, 65.0 * sign, 180.0)
+    return centre + rng.normal(0.0, TORSION_JITTER_DEG, k)
+
+
+def _methyl_h(c, o, o_prev):
+    """Three staggered methyl H on carbon c bonded to o (o_prev: o's other neighbour): (..., 3, 3).
+
+    _place with torsions 180, 60, -60 degrees, written out to share the frame."""
+    angle = np.radians(ANG_HCO)
+    bc = _unit(c - o)
+    n = _unit(_cross(o - o_prev, bc))
+    m = _cross(n, bc)
+    base = c - R_CH * np.cos(angle) * bc
+    r = R_CH * np.sin(angle)
+    t = np.radians([180.0, 60.0, -60.0])[:, None]
+    return base[..., None, :] + r * (np.cos(t) * m[..., None, :] + np.sin(t) * n[..., None, :])
+
+
+def _methylene_h(c, a, b):
+    """Two H on sp3 carbon c bonded to a and b, H-C-H = ANG_HCH, in the plane bisecting a-c-b: (..., 2, 3)."""
+    u1 = _unit(_unit(c - a) + _unit(c - b))
+    n = _unit(_cross(a - c, b - c))
+    half = np.radians(ANG_HCH / 2.0)
+    along = c + R_CH * np.cos(half) * u1
+    return along[..., None, :] + (R_CH * np.sin(half) * np.array([1.0, -1.0]))[:, None] * n[..., None, :]
+
+
+def _clear_of(points, others, min_nm, box) -> np.ndarray:
+    """(K,) True where none of points (K, m, 3) is closer than min_nm to any of others (M, 3)."""
+    if len(others) == 0:
+        return np.ones(points.shape[0], dtype=bool)
+    d = points[:, :, None, :] - others[None, None, :, :]
+    if box is not None:
+        d -= np.round(d / box) * box
+    return np.all(np.einsum("kmoi,kmoi->kmo", d, d) >= np.square(min_nm), axis=(1, 2))
+
+
+class Surroundings:
+    """What a chain grows into; `peo_backbone` asks it where to start and whether atoms fit.
+
+    The default is empty, non-periodic space with the chain's head carbon at the origin.
+    """
+
+    box_nm = None  # (3,) for periodic minimum-image distances within the chain, or None
+
+    def starts(self, rng, k: int) -> np.ndarray:
+        return np.zeros((k, 3))
+
+    def clear(self, xyz: np.ndarray, centre: np.ndarray, reach_nm: float) -> np.ndarray:
+        """(K,) True where candidate atoms xyz (K, m, 3), all within reach_nm of centre ((3,) or (K, 3)), fit."""
+        return np.ones(xyz.shape[0], dtype=bool)
+
+
+# Farthest a growth step's new atoms lie from the atom they grow from: a tail methyl H, O-C then C-H.
+STEP_REACH_NM = R_CO + R_CH + 1e-3
+START_REACH_NM = 2.0 * R_CO + R_CH
+
+
+def peo_backbone(n_eo: int, rng, surroundings: Surroundings | None = None) -> np.ndarray | None:
+    """Backbone C(H3)-O-[C-C-O]n-C(H3) positions (nm), or None if growth got stuck.
+
+    The chain starts at a point from `surroundings.starts` in a random orientation and grows atom by
+    atom. Each step draws TRIALS_PER_BATCH torsions at once and takes the first that is clash-free, which
+    is the same as trying them one after the other. A step also places the hydrogens of the carbon it
+    completes (and at the end the tail methyl), and checks all new atoms against the chain itself
+    (atoms more than three bonds apart: CLASH_HEAVY_NM between heavy atoms, CLASH_ANY_NM otherwise,
+    minimum image if `surroundings.box_nm`) and against `surroundings.clear` (other molecules, walls).
+    So g+g- sequences with H...H contacts across the ether oxygen are rejected as they arise. A step
+    that finds no clash-free torsion in MAX_TRIES_PER_ATOM steps back BACKTRACK atoms and regrows; after
+    MAX_BACKTRACKS the chain is given up (None).
+    """
+    env = surroundings or Surroundings()
+    box = None if env.box_nm is None else np.asarray(env.box_nm, dtype=float)
     kinds = ["C", "O"] + ["C", "C", "O"] * n_eo + ["C"]
     n = len(kinds)
+    k_try = TRIALS_PER_BATCH
     pos = np.zeros((n, 3))
-    pos[1] = [R_CO, 0.0, 0.0]
-    pos[2] = _place(np.array([0.0, 1.0, 0.0]), pos[0], pos[1], R_CO, ANG_COC, 180.0)
-    h_of = {0: _methyl_h(pos[0], pos[1], pos[2])}  # backbone index -> its hydrogens
+    h_pos = np.zeros((2 * n + 6, 3))  # hydrogens placed so far, in the order of the atom they sit on
+    h_on = np.zeros(2 * n + 6, dtype=int)  # backbone index each hydrogen sits on
+    for _ in range(MAX_TRIES_PER_ATOM // k_try):
+        c0 = env.starts(rng, k_try)
+        u1 = rng.normal(size=(k_try, 3))
+        o1 = c0 + R_CO * u1 / np.linalg.norm(u1, axis=1, keepdims=True)
+        c2 = _place(c0 + rng.normal(size=(k_try, 3)), c0, o1, R_CO, ANG_COC, rng.uniform(-180.0, 180.0, k_try))
+        head = np.concatenate([c0[:, None], o1[:, None], c2[:, None], _methyl_h(c0, o1, c2)], axis=1)
+        ok = env.clear(head, c0, START_REACH_NM)
+        if ok.any():
+            k = int(np.argmax(ok))
+            pos[:3] = head[k, :3]
+            h_pos[:3], h_on[:3] = head[k, 3:], 0
+            break
+    else:
+        return None
+    n_h = 3
     i = 3
     backtracks = 0
     while i < n:
-        prev, cur = kinds[i - 1], kinds[i]
-        bond = R_CC if prev == "C" and cur == "C" else R_CO
+        prev = kinds[i - 1]
+        bond = R_CC if prev == "C" and kinds[i] == "C" else R_CO
         angle = ANG_COC if prev == "O" else ANG_CCO
         # the torsion ending at atom i rotates about bond (i-2, i-1): O-C-C-O when that bond is C-C
-        p_g = P_GAUCHE_OCCO if kinds[i - 2] == "C" and kinds[i - 1] == "C" else P_GAUCHE_COCC
-        # hydrogens more than three bonds from atom i sit on backbone atoms <= i-3
-        old_h = np.array([h for k, hs in h_of.items() if k <= i - 3 for h in hs])
-        for _ in range(MAX_TRIES_PER_ATOM):
-            trial = _place(pos[i - 3], pos[i - 2], pos[i - 1], bond, angle, _pick_torsion(rng, p_g))
-            if i >= 4 and np.min(np.linalg.norm(pos[: i - 3] - trial, axis=1)) < CLASH_HEAVY_NM:
-                continue
-            if np.min(np.linalg.norm(old_h - trial, axis=1)) < CLASH_ANY_NM:
-                continue
-            if limit is not None and np.any(
-                np.maximum(pos[:i].max(axis=0), trial) - np.minimum(pos[:i].min(axis=0), trial) > limit
-            ):
-                continue
-            new_h = _methylene_h(pos[i - 1], pos[i - 2], trial) if prev == "C" else []
-            if new_h and not _h_clear(np.array(new_h), pos[: i - 3], old_h):
-                continue
-            if i == n - 1:
-                tail_h = _methyl_h(trial, pos[i - 1], pos[i - 2])
-                if not _h_clear(np.array(tail_h), pos[: i - 2], np.array([h for k, hs in h_of.items() if k <= i - 2 for h in hs])):
-                    continue
-            pos[i] = trial
-            if new_h:
-                h_of[i - 1] = new_h
-            i += 1
-            break
+        p_g = P_GAUCHE_OCCO if kinds[i - 2] == "C" and prev == "C" else P_GAUCHE_COCC
+        # atoms more than three bonds from a new backbone atom i / new H on i-1: heavy <= i-4, H on <= i-3;
+        # only those near the growing end can clash: kept as vectors from it (minimum image)
+        tip = pos[i - 1]
+        n_far = int(np.searchsorted(h_on[:n_h], i - 3, side="right"))
+        old = np.concatenate([pos[: max(0, i - 3)], h_pos[:n_far]]) - tip
+        if box is not None:
+            old -= np.round(old / box) * box
+        close = np.einsum("oi,oi->o", old, old) < (STEP_REACH_NM + CLASH_HEAVY_NM) ** 2
+        old_heavy = (np.arange(len(old)) < max(0, i - 3))[close]
+        old = old[close]
+        new_heavy = np.array([True, False, False] if prev == "C" else [True])
+        min_d2 = np.where(new_heavy[:, None] & old_heavy[None, :], CLASH_HEAVY_NM, CLASH_ANY_NM) ** 2
+        for _ in range(MAX_TRIES_PER_ATOM // k_try):
+            trial = _place(pos[i - 3], pos[i - 2], tip, bond, angle, _pick_torsions(rng, p_g, k_try))
+            new = trial[:, None]
+            if prev == "C":  # atom i-1 is a CH2 now bonded to both neighbours
+                new_h = _methylene_h(tip, pos[i - 2], trial)
+                new = np.concatenate([new, new_h], axis=1)
+            d = (new - tip)[:, :, None, :] - old[None, None, :, :]
+            ok = np.all(np.einsum("kmoi,kmoi->kmo", d, d) >= min_d2, axis=(1, 2))
+            if i == n - 1 and ok.any():  # tail methyl H: more than three bonds from heavy <= i-3, H on <= i-2
+                tail_h = _methyl_h(trial, tip, pos[i - 2])
+                h_tail_far = h_pos[: int(np.searchsorted(h_on[:n_h], i - 2, side="right"))]
+                ok &= _clear_of(tail_h, pos[: i - 2], CLASH_ANY_NM, box) & _clear_of(tail_h, h_tail_far, CLASH_ANY_NM, box)
+                new = np.concatenate([new, tail_h], axis=1)
+            if ok.any():
+                ok[ok] = env.clear(new[ok], tip, STEP_REACH_NM)
+            if ok.any():
+                k = int(np.argmax(ok))
+                pos[i] = trial[k]
+                if prev == "C":
+                    h_pos[n_h : n_h + 2], h_on[n_h : n_h + 2] = new_h[k], i - 1
+                    n_h += 2
+                i += 1
+                break
         else:
             backtracks += 1
             if backtracks > MAX_BACKTRACKS:
                 return None
             i = max(3, i - BACKTRACK)
-            h_of = {k: hs for k, hs in h_of.items() if k < i - 1}
+            # hydrogens on atom j were placed with atom j + 1; keep those on atoms < i - 1
+            n_h = int(np.searchsorted(h_on[:n_h], i - 1, side="left"))
     return pos
 
 
-def _h_clear(new_h, heavy, old_h) -> bool:
-    """New hydrogens keep CLASH_ANY_NM from the given heavy atoms and hydrogens."""
-    for others in (heavy, old_h):
-        if len(others) and np.min(np.linalg.norm(new_h[:, None, :] - others[None, :, :], axis=-1)) < CLASH_ANY_NM:
-            return False
-    return True
-
-
-def _methyl_h(c, o, o_prev):
-    """Three staggered methyl H on carbon c bonded to o (o_prev: o's other neighbour)."""
-    return [_place(o_prev, o, c, R_CH, ANG_HCO, t) for t in (180.0, 60.0, -60.0)]
-
-
-def _methylene_h(c, a, b):
-    """Two H on sp3 carbon c bonded to a and b, H-C-H = ANG_HCH, in the plane bisecting a-c-b."""
-    u1 = (c - a) / np.linalg.norm(c - a) + (c - b) / np.linalg.norm(c - b)
-    u1 /= np.linalg.norm(u1)
-    n = np.cross(a - c, b - c)
-    n /= np.linalg.norm(n)
-    half = np.radians(ANG_HCH / 2.0)
-    return [c + R_CH * (np.cos(half) * u1 + s * np.sin(half) * n) for s in (1.0, -1.0)]
-
-
-def _graph_distance_le3(n_atoms, bonds):
-    """Boolean matrix: True where two atoms are at most three bonds apart (or identical)."""
-    adj = np.eye(n_atoms, dtype=bool)
-    for i, j in bonds:
-        adj[i, j] = adj[j, i] = True
-    reach = adj.copy()
-    for _ in range(2):
-        reach = (reach.astype(np.int32) @ adj.astype(np.int32)) > 0
-    return reach
-
-
-def peo_chain(n_eo: int, rng: np.random.Generator, max_extent_nm=None) -> Molecule:
-    """A methyl-terminated PEO chain CH3-O-(CH2CH2O)n-CH3 with a random self-avoiding coil.
-
-    `max_extent_nm` (x, y, z lengths) bounds the chain's bounding box in its own frame, so that it can
-    be packed unrotated into a box of that size; the chain is returned with its lower corner at 0.
+def peo_chain(n_eo: int, rng: np.random.Generator) -> Molecule:
+    """A methyl-terminated PEO chain CH3-O-(CH2CH2O)n-CH3 with a random self-avoiding coil, grown in
+    empty space and returned with its lower corner at 0 (systems.build grows chains in the box instead).
     """
     if int(n_eo) != n_eo or n_eo < 2:
         raise ConfigError(f"eo_per_chain: {n_eo!r} is out of range; must be an integer >= 2")
     n_eo = int(n_eo)
     for _ in range(MAX_CHAIN_TRIES):
-        bb = _peo_backbone(n_eo, rng, max_extent_nm)
-        if bb is None:
-            continue
-        mol = _assemble_peo(n_eo, bb)
-        xyz = mol.positions_nm
-        near = _graph_distance_le3(len(xyz), [(b[0].index, b[1].index) for b in mol.topology.bonds()])
-        d = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
-        if np.min(d[~near]) >= CLASH_ANY_NM:
-            mol.positions_nm = xyz - xyz.min(axis=0)
+        bb = peo_backbone(n_eo, rng)
+        if bb is not None:
+            mol = peo_molecule(n_eo, bb)
+            mol.positions_nm = mol.positions_nm - mol.positions_nm.min(axis=0)
             return mol
-    where = "" if max_extent_nm is None else f" within {np.round(max_extent_nm, 3).tolist()} nm"
-    raise BuildError(f"eo_per_chain: could not grow a non-overlapping chain of {n_eo} EO units{where}")
+    raise BuildError(f"eo_per_chain: could not grow a non-overlapping chain of {n_eo} EO units")
 
 
-def _assemble_peo(n_eo: int, bb: np.ndarray) -> Molecule:
+def peo_molecule(n_eo: int, bb: np.ndarray) -> Molecule:
+    """The whole chain (topology, names per docs/contracts.md, hydrogens placed) on backbone `bb`."""
     top = app.Topology()
     chain = top.addChain()
     E = app.element

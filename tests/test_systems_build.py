@@ -5,6 +5,9 @@ import json
 import numpy as np
 import openmm.app as app
 import pytest
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
 
 from forcefields.parametrise import create_system
 from pipeline.errors import BuildError, ConfigError
@@ -43,11 +46,6 @@ def test_peo_chain_names_geometry_and_coil():
     assert np.linalg.norm(xyz[heavy[0]] - xyz[heavy[-1]]) < 0.8 * contour
     d_min = build.min_nonbonded_distance_nm(mol.topology, xyz, np.full(3, 100.0))
     assert d_min >= molecules.CLASH_ANY_NM
-
-
-def test_peo_chain_fits_requested_extent():
-    mol = molecules.peo_chain(20, np.random.default_rng(1), max_extent_nm=np.full(3, 1.6))
-    assert np.all(np.ptp(mol.positions_nm, axis=0) <= 1.6 + 1e-9)
 
 
 def test_tfsi_relaxed_geometry_and_names():
@@ -116,6 +114,8 @@ def test_composite_box_real_slab(tmp_path):
     z = np.mod(xyz[n_mof:, 2], box[2])
     assert np.all((z >= t + 0.2 - 1e-3) & (z <= box[2] - 0.2 + 1e-3))  # PDB rounds to 1e-4 nm
     assert build.min_nonbonded_distance_nm(pdb.topology, xyz, box) >= 0.1
+    assert _min_intermolecular_nm(pdb.topology, xyz, box) >= 0.2 - 2e-4
+    _check_bonds_whole(pdb.topology, xyz, skip_residues=build.MOF_RESIDUES)
     assert abs(_charges(pdb.topology, FF | {"nonbonded_cutoff_nm": 0.9}).sum()) < 1e-6
     # masses in composition.json add up to the requested fraction from the topology itself
     mof_mass = sum(a.element.mass._value for a in pdb.topology.atoms() if a.residue.name in ("BTC", "FE", "NI", "CU"))
@@ -152,13 +152,91 @@ def test_invalid_inputs_write_nothing(tmp_path, spec, key, err):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_long_chains_packed_with_held_rotation(tmp_path):
-    # 12-EO coils do not fit the free-rotation cube of this 2.5 nm box: grown to the box, rotation held
-    spec = {"eo_per_chain": 12, "chains": 4, "eo_per_na": 6}
-    rec = build.build_box("long", spec, BUILD, 2, tmp_path, 0.9)
-    side = build.EXTENT_FRACTION * rec["box_nm"][0] / np.sqrt(3)
-    assert side < build.COIL_NM_PER_SQRT_EO * np.sqrt(12)
+def _molecules(topology):
+    """Molecule index of every atom (connected components of the bond graph)."""
+    n = topology.getNumAtoms()
+    ij = np.array([(a.index, b.index) for a, b in topology.bonds()])
+    graph = sparse.coo_matrix((np.ones(len(ij)), (ij[:, 0], ij[:, 1])), shape=(n, n))
+    return csgraph.connected_components(graph, directed=False)[1]
+
+
+def _min_intermolecular_nm(topology, xyz, box, within=0.5):
+    mol = _molecules(topology)
+    pairs = cKDTree(np.mod(xyz, box), boxsize=box).query_pairs(within, output_type="ndarray")
+    pairs = pairs[mol[pairs[:, 0]] != mol[pairs[:, 1]]]
+    d = xyz[pairs[:, 0]] - xyz[pairs[:, 1]]
+    d -= np.round(d / box) * box
+    return np.linalg.norm(d, axis=1).min()
+
+
+def _template_bond_nm(a, b, tfsi_xyz):
+    if a.residue.name == "TFS":
+        names = [x.name for x in molecules.tfsi().topology.atoms()]
+        return np.linalg.norm(tfsi_xyz[names.index(a.name)] - tfsi_xyz[names.index(b.name)])
+    pair = frozenset((a.element.symbol, b.element.symbol))
+    return {frozenset("CO"): molecules.R_CO, frozenset("C"): molecules.R_CC, frozenset("CH"): molecules.R_CH}[pair]
+
+
+def _check_bonds_whole(topology, xyz, skip_residues=()):
+    """Every bond (unwrapped coordinates, so molecules are whole) at its template length within 1e-3 nm."""
+    tfsi_xyz = molecules.tfsi().positions_nm
+    worst = 0.0
+    for a, b in topology.bonds():
+        if a.residue.name in skip_residues:
+            continue
+        worst = max(worst, abs(np.linalg.norm(xyz[a.index] - xyz[b.index]) - _template_bond_nm(a, b, tfsi_xyz)))
+    assert worst < 1e-3
+
+
+def test_moderate_box_grown_in_place(tmp_path):
+    # ~2,900 atoms at 0.6 g/cm3 (denser than packmol managed), 20-EO chains in a ~3.8 nm box
+    spec = {"eo_per_chain": 20, "chains": 16, "eo_per_na": 10}
+    cfg = {"start_density_g_cm3": 0.6, "packing_tolerance_nm": 0.2}
+    rec = build.build_box("mid", spec, cfg, 7, tmp_path, 0.9)
     pdb = app.PDBFile(str(tmp_path / "box.pdb"))
-    xyz = pdb.getPositions(asNumpy=True)._value
-    assert build.min_nonbonded_distance_nm(pdb.topology, xyz, np.array(rec["box_nm"])) >= 0.1
-    assert rec["counts"]["na"] == 8
+    top, xyz, box = pdb.topology, pdb.getPositions(asNumpy=True)._value, np.array(rec["box_nm"])
+    # composition
+    assert rec["counts"]["atoms"] == top.getNumAtoms() == 16 * (7 * 20 + 9) + 32 * 16
+    assert rec["counts"]["na"] == rec["counts"]["tfsi"] == 32 and rec["eo_per_na_achieved"] == pytest.approx(10.0)
+    names = [r.name for r in top.residues()]
+    assert names.count("PEH") == names.count("PET") == 16 and names.count("PEM") == 320
+    assert names.count("NA") == names.count("TFS") == 32
+    assert rec["box_density_g_cm3"] == pytest.approx(0.6, rel=1e-6)
+    # no clashes: other molecules >= the packing tolerance (PDB rounds to 1e-4 nm), own chain >= CLASH_ANY_NM
+    assert _min_intermolecular_nm(top, xyz, box) >= 0.2 - 2e-4
+    assert build.min_nonbonded_distance_nm(top, xyz, box) >= molecules.CLASH_ANY_NM - 2e-4
+    _check_bonds_whole(top, xyz)
+    assert abs(_charges(top, FF | {"nonbonded_cutoff_nm": 0.9}).sum()) < 1e-6
+    # coils, not rods: ends well inside the contour length, O-C-C-O torsions mostly but not all gauche
+    heavy_by_chain, mol = {}, _molecules(top)
+    for atom in top.atoms():
+        if atom.residue.name in ("PEH", "PEM", "PET") and atom.element.symbol != "H":
+            heavy_by_chain.setdefault(mol[atom.index], []).append(atom.index)
+    assert len(heavy_by_chain) == 16
+    contour = 21 * (0.141 * 2 + 0.1529) * 0.83
+    occo = []
+    for heavy in heavy_by_chain.values():
+        assert len(heavy) == 3 * 20 + 3
+        assert np.linalg.norm(xyz[heavy[0]] - xyz[heavy[-1]]) < 0.8 * contour
+        occo += [_dihedral(*xyz[heavy[i : i + 4]]) for i in range(1, len(heavy) - 3, 3)]
+    gauche = np.mean([abs(abs(t) - 65) < 35 for t in occo])
+    assert 0.4 < gauche < 0.95
+    # molecules spread over the whole box (not all in one corner)
+    counts, _ = np.histogramdd(np.mod(xyz, box), bins=2, range=[(0, b) for b in box])
+    assert counts.min() > 0.5 * counts.mean()
+
+
+@pytest.mark.parametrize(
+    "spec, cfg, what",
+    [
+        # the ions go first: the second TFSI finds no spot 0.5 nm from everything else
+        ({"eo_per_chain": 4, "chains": 3, "eo_per_na": 2}, {"start_density_g_cm3": 1.5, "packing_tolerance_nm": 0.5}, "TFSI"),
+        # one ion pair fits, the first chain does not
+        ({"eo_per_chain": 4, "chains": 3, "eo_per_na": 100}, {"start_density_g_cm3": 1.2, "packing_tolerance_nm": 0.5}, "chain 1 of 3"),
+    ],
+)
+def test_too_dense_is_a_one_line_build_error(tmp_path, spec, cfg, what):
+    with pytest.raises(BuildError, match="start_density_g_cm3") as info:
+        build.build_box("dense", spec, cfg, 1, tmp_path / "out", 0.5)
+    assert what in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
