@@ -32,21 +32,41 @@ Building units and naming (docs/contracts.md)
   bond and the paddlewheel M-M bond, including bonds that cross the x/y periodic boundary, so that the
   slab is one connected molecule.
 
-Slab construction
------------------
-The slab is periodic in x and y (box ``cells[0]*a`` x ``cells[1]*a``) with normal z. Every building
-unit (linker: centroid of its 18 atoms; paddlewheel: midpoint of the M-M pair) of the infinite crystal
-whose centre lies in x in [0, nx a), y in [0, ny a) and z in [z0, z0 + nz a) is kept whole (its atoms
-unwrapped around the centre), with z0 = ``Z_ORIGIN_FRACTION`` * a chosen between two layers of unit
-centres. The slab therefore holds exactly nx*ny*nz times the 24 paddlewheels and 32 linkers of one
-cell: 3 M per 2 BTC, charge-neutral by construction. Finally the slab is shifted so that its atoms
-span z in [0, thickness_nm] exactly (``thickness_nm`` = extent of the atom centres; whoever places the
-slab in a box adds clearance). Atoms of whole units may stick out of [0, box) in x and y by up to half
-a unit; wrap them if a consumer needs it.
+Slab construction (non-polar cut)
+---------------------------------
+The slab is periodic in x and y (box ``cells[0]*a`` x ``cells[1]*a``) with normal z and is kept free
+of a z dipole: in a box periodic in z (polymer between the two faces) a polar slab would put a uniform
+field across the electrolyte. Building units (linker: centroid of its 18 atoms; paddlewheel: midpoint
+of the M-M pair) are kept whole (atoms unwrapped around the centre) and selected by centre, with x in
+[0, nx a) and y in [0, ny a), symmetrically about a z symmetry plane of Fm-3m (``SLAB_PLANES``: the
+mirror m_z at z = 0, equivalent to z = 1/2, and the glide plane at z = 1/4): a selection that is
+mapped onto itself by that operation has sum_i q_i z_i = 0 about the plane, hence no z dipole once it
+is also neutral.
+
+Unit-centre layers per cell (count per conventional cell area): PW(4) at z = 0, BTC(8) 0.1576,
+PW(8) 0.25, BTC(8) 0.3424, PW(4) 0.5, ... (PW = paddlewheel, +2.496 e; BTC -1.872 e). No cut made of
+whole layers is neutral: about z = 0 the charges of |dz| <= h are, in units of one metal's charge,
++4, -8, +8, -4, +4, ... as h crosses the layers, about z = 1/4 +8, -4, +4, -8, ... and never 0.
+:func:`slab_cut` therefore scans, for both planes and every layer distance d, (a) all units with
+|dz| <= d and (b) all units with |dz| < d plus the number m of units of each of the two outermost
+layers (+d and -d) that makes the slab neutral (the first m of the +d layer in (y, x) order of their
+in-plane position within the cell, and their images under the plane's operation in the -d layer),
+and keeps the neutral cut whose atom z extent is nearest nz a. The result, for every nz: the mirror
+plane z = 0, d = nz/2, all layers strictly inside plus 2 of the 4 paddlewheels per cell area of each
+outermost PW(4) layer (the two at in-cell y = a/4). That is exactly nx*ny*nz times the content of one
+cell (24 paddlewheels, 32 linkers: 3 M per 2 BTC, neutral), 624 atoms per cell, thickness exactly
+nz * a (2.6343 nm per cell: the outermost atoms are the metals of the boundary paddlewheels, whose
+M-M axes lie in the face plane). The two faces are mirror images of each other.
+
+Finally the slab is shifted so that its atoms span z in [0, thickness_nm] (``thickness_nm`` = extent
+of the atom centres; whoever places the slab in a box adds clearance). Atoms of whole units may stick
+out of [0, box) in x and y by up to half a unit; wrap them if a consumer needs it.
 
 Carboxylate O atoms whose metal lies outside the slab (and metals whose carboxylates do) keep fewer
 external bonds; ``forcefields/mof.xml`` carries one residue template per external-bond pattern, all
-with identical types and charges.
+with identical types and charges. This cut uses ``BTC`` and ``BTC_220`` (the 4 linkers per cell area
+under the missing boundary paddlewheels of each face keep one free carboxylate) and, for the
+boundary paddlewheels (2 of 4 carboxylates kept), ``FE_X3`` / ``NI_X3`` / ``CU_X3``.
 
 Open metal sites
 ----------------
@@ -55,13 +75,10 @@ The axial (open) site of a paddlewheel metal lies on the M-M axis, away from its
 in ``n_metal_sites_exposed`` when its axial site lies within ``EXPOSED_FACE_NM`` (0.3 nm) of a slab
 face or beyond it: site z <= 0.3 nm or site z >= thickness_nm - 0.3 nm.
 
-Faces (M-M axes are along <110>, so 45 degrees to z or in-plane): the window starts between the
-paddlewheel layer at z = 0 and the linker layer at z = 0.158 a. The bottom face is a linker layer; the
-8 metals per cell of the next paddlewheel layer whose axes point down (-z) have their axial site
-0.27 nm above the bottom face (exposed, fully coordinated). The top face is a paddlewheel layer with
-in-plane axes, 4 paddlewheels per cell that kept 2 of their 4 carboxylates (8 metals with an axial
-site at the top face, exposed). A (nx, ny, 1) slab: 16*nx*ny exposed metals, thickness 2.50 nm;
-each added cell in z adds 2.63 nm.
+Each face carries 2 boundary paddlewheels per cell area with in-plane M-M axes; both metals have
+their axial site in the face plane (exposed, 4 metals per face per cell area). The outward-pointing
+metals of the next paddlewheel layer (axes 45 degrees to z) have their axial sites 0.41 nm below the
+face and do not count. A (nx, ny, nz) slab: 8*nx*ny exposed metals (4 per face), for any nz.
 
 FeNi
 ----
@@ -118,9 +135,9 @@ BOND_CUTOFF_ANGSTROM = {
     frozenset(("CH", "H")): 1.3,
 }
 
-#: Fractional z at which the slab window starts: mid-way between the paddlewheel layer at z = 0 and
-#: the linker layer at z = 0.1576 (unit-centre layers per cell: PW 0, BTC 0.1576, PW 0.25,
-#: BTC 0.3424, PW 0.5, ...). See the module docstring for the resulting faces.
+#: Fractional z at which the reference window of one cell's units (:func:`_cell_units`, centres in
+#: [z, z + 1)) starts: between the unit-centre layers PW 0 and BTC 0.1576, so that no centre lies on
+#: the window edge. The slab itself is cut by :func:`slab_cut`.
 Z_ORIGIN_FRACTION = 0.0788
 
 AXIAL_SITE_NM = 0.22
@@ -335,6 +352,121 @@ def template_charges(xml_path: str | None = None) -> dict[str, dict[str, float]]
 
 
 # ----------------------------------------------------------------------------------------------
+# slab window: symmetric about a z-mirror (or z-glide) plane, stoichiometric
+# ----------------------------------------------------------------------------------------------
+
+#: Symmetry planes of Fm-3m perpendicular to z about which the slab is cut, as (z0 fractional, name,
+#: operation): the operation (x, y, z) -> R (x, y, z) + t maps z0 + dz onto z0 - dz and the crystal onto
+#: itself. z = 0 is the mirror m_z (z = 1/2 is the same plane up to a centring translation); z = 1/4 is
+#: the glide plane m_z followed by the centring translation (1/2, 0, 1/2).
+SLAB_PLANES: tuple[tuple[float, str, np.ndarray, np.ndarray], ...] = (
+    (0.0, "mirror z=0", np.diag([1.0, 1.0, -1.0]), np.zeros(3)),
+    (0.25, "glide z=1/4", np.diag([1.0, 1.0, -1.0]), np.array([0.5, 0.0, 0.5])),
+)
+_LAYER_TOL = 1e-6  # fractional; unit-centre layers are >= 0.09 apart
+
+
+@dataclass(frozen=True)
+class SlabCut:
+    """How the slab was cut from the crystal (fractional units of a unless stated)."""
+
+    plane: str  # SLAB_PLANES name
+    z0: float  # fractional z of the symmetry plane
+    half_width: float  # outermost unit-centre layer kept, |z_centre - z0|
+    partial_boundary: bool  # True: only part of the two outermost layers (mirror images) is kept
+    n_boundary_per_face: int  # units kept per conventional cell area in each outermost layer
+    n_boundary_layer: int  # units per conventional cell area in that layer
+    thickness_nm: float  # z extent of the atom centres
+
+
+def _column(z0: float, reach: float) -> list[tuple[_Unit, np.ndarray]]:
+    """Units of one x/y cell column with centre z within z0 +- reach: (unit, integer z shift)."""
+    out = []
+    for k in range(int(np.floor(z0 - reach)) - 2, int(np.ceil(z0 + reach)) + 2):
+        shift = np.array([0.0, 0.0, float(k)])
+        for unit in _cell_units():
+            if abs(unit.centre[2] + k - z0) <= reach + _LAYER_TOL:
+                out.append((unit, shift))
+    return out
+
+
+def _in_plane_key(centre: np.ndarray) -> tuple[float, float]:
+    xy = np.mod(np.round(centre[:2], 6), 1.0)
+    return (float(xy[1]), float(xy[0]))
+
+
+def _unit_charge(kind: str) -> float:
+    """Charge (e) of a paddlewheel or linker; the cut is metal-independent because Fe, Ni and Cu carry
+    the same charge in forcefields/mof.xml (checked here)."""
+    q = template_charges()
+    metal_q = {q[r][r] for r in _METAL_RESNAME.values()}
+    if len(metal_q) != 1:
+        raise BuildError(f"mof slab: forcefields/mof.xml metal charges differ ({sorted(metal_q)}); the slab cut assumes one")
+    return 2.0 * metal_q.pop() if kind == "PW" else sum(q["BTC"].values())
+
+
+def _cut_candidates(nz: int) -> list[tuple[SlabCut, list[tuple[_Unit, np.ndarray]]]]:
+    """Every charge-neutral cut symmetric about a SLAB_PLANES plane, unit centres within nz/2 + 1/2 of it.
+
+    For each plane and each unit-centre layer distance d: (a) all units with |dz| <= d (neutral or not:
+    only neutral ones are returned); (b) all units with |dz| < d plus the number m of units of each of
+    the two layers at +-d that makes the slab neutral (top layer: the first m in (y, x) order of their
+    in-plane position within the cell; bottom layer: their images under the plane's operation), if
+    such an integer m exists.
+    """
+    a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
+    out = []
+    reach = 0.5 * nz + 0.5
+    for z0, name, rot, trans in SLAB_PLANES:
+        column = _column(z0, reach)
+        dz = np.array([unit.centre[2] + s[2] - z0 for unit, s in column])
+        layers = sorted({round(abs(v), 6) for v in dz})
+        for d in layers:
+            inner = [c for c, v in zip(column, dz) if abs(v) < d - _LAYER_TOL]
+            top = [c for c, v in zip(column, dz) if abs(v - d) <= _LAYER_TOL]
+            bottom = [c for c, v in zip(column, dz) if abs(v + d) <= _LAYER_TOL and d > _LAYER_TOL]
+            kinds = {unit.kind for unit, _ in top + bottom}
+            if len(kinds) != 1:
+                raise BuildError(f"mof crystal: unit-centre layer at z0 {z0} +- {d} mixes linkers and paddlewheels")
+            q_inner = sum(_unit_charge(unit.kind) for unit, _ in inner)
+            q_unit = _unit_charge(kinds.pop())
+            choices = [(len(top), top + bottom)]
+            sides = 2 if bottom else 1
+            m = -q_inner / (sides * q_unit)
+            if bottom and abs(m - round(m)) < 1e-9 and 0 < round(m) < len(top):
+                m = int(round(m))
+                kept = sorted(top, key=lambda c: _in_plane_key(c[0].centre + c[1]))[:m]
+                images = []
+                for unit, s in kept:
+                    image = rot @ (unit.centre + s) + trans
+                    match = [c for c in bottom if np.allclose(_min_image(c[0].centre + c[1] - image)[:2], 0.0, atol=1e-6)
+                             and abs(c[0].centre[2] + c[1][2] - image[2]) < 1e-6]
+                    if len(match) != 1 or match[0][0].kind != unit.kind:
+                        raise BuildError(f"mof crystal: no mirror image of a boundary unit about {name}")
+                    images.append(match[0])
+                choices.append((m, kept + images))
+            for n_kept, boundary in choices:
+                units = inner + boundary
+                if abs(sum(_unit_charge(unit.kind) for unit, _ in units)) > 1e-9:
+                    continue
+                z_atoms = np.concatenate([unit.frac[:, 2] + s[2] for unit, s in units])
+                cut = SlabCut(name, z0, float(d), n_kept < len(top), n_kept, len(top), float(np.ptp(z_atoms) * a_nm))
+                out.append((cut, units))
+    return out
+
+
+@lru_cache(maxsize=8)
+def slab_cut(nz: int) -> tuple[SlabCut, tuple[tuple[_Unit, np.ndarray], ...]]:
+    """The neutral symmetric cut whose thickness is nearest nz * a (module doc), and its units."""
+    a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
+    candidates = _cut_candidates(nz)
+    if not candidates:
+        raise BuildError(f"mof_cells: no charge-neutral symmetric slab found for {nz} cells in z")
+    cut, units = min(candidates, key=lambda c: (round(abs(c[0].thickness_nm - nz * a_nm), 9), c[0].partial_boundary))
+    return cut, tuple(units)
+
+
+# ----------------------------------------------------------------------------------------------
 # slab
 # ----------------------------------------------------------------------------------------------
 
@@ -358,15 +490,13 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
     """
     nx, ny, nz = _check_args(metal, cells)
     a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
-    units = _cell_units()
-
+    _, column = slab_cut(nz)
     placed: list[tuple[_Unit, np.ndarray, np.ndarray]] = []  # (unit, atoms nm, centre nm)
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                shift = np.array([i, j, k], dtype=float)
-                for unit in units:
-                    placed.append((unit, (unit.frac + shift) * a_nm, (unit.centre + shift) * a_nm))
+    for j in range(ny):
+        for i in range(nx):
+            for unit, z_shift in column:
+                shift = z_shift + np.array([i, j, 0.0])
+                placed.append((unit, (unit.frac + shift) * a_nm, (unit.centre + shift) * a_nm))
 
     linkers = [(unit, xyz) for unit, xyz, _ in placed if unit.kind == "BTC"]
     wheels = sorted(
