@@ -8,26 +8,32 @@ set -uo pipefail
 source .whl/preamble.sh || exit 1
 export PYTHONPATH=$PWD:$PYTHONPATH
 BUDGET_PER_SYSTEM=${BUDGET_PER_SYSTEM:-170}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $OUT/gpu.txt
-python3 benchmarks/engine_overhead.py --platform CUDA --atoms 23682 --time-ps 100 --out $OUT/engine_overhead_cuda.json 2>&1 | tail -4
-python3 benchmarks/engine_overhead.py --platform OpenCL --atoms 23682 --time-ps 50 --out $OUT/engine_overhead_opencl.json 2>&1 | tail -4
-python3 benchmarks/paper_slice.py --params gpu_inputs/PEO gpu_inputs/CPE-10 --temperature 353 \
+# at most 8 files come back: small results are bundled into one archive at the end
+BUNDLE=gpu_results; mkdir -p $BUNDLE
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $BUNDLE/gpu.txt
+python3 benchmarks/engine_overhead.py --platform CUDA --atoms 23682 --time-ps 100 --out $BUNDLE/engine_overhead_cuda.json 2>&1 | tail -4
+python3 benchmarks/engine_overhead.py --platform OpenCL --atoms 23682 --time-ps 50 --out $BUNDLE/engine_overhead_opencl.json 2>&1 | tail -4
+for system in PEO CPE-10; do  # parametrise here: system.xml (~25 MB each) would not fit the transfer limit
+    python3 -c "import sys, yaml; from pathlib import Path; from forcefields.parametrise import parametrise; from pipeline.config import load_config; parametrise(Path(sys.argv[1]), load_config('config/paper.yaml')['forcefield'], Path(sys.argv[2]))" \
+        gpu_inputs/$system/box.pdb gpu_params/$system || exit 1
+done
+python3 benchmarks/paper_slice.py --params gpu_params/PEO gpu_params/CPE-10 --temperature 353 \
     --budget-s "$BUDGET_PER_SYSTEM" --production-ps 5000 --frame-ps 40 --out slice 2>&1 | grep -v "step .*ETA" | tail -30
 python3 - <<'PY'
 import gzip, json, os, shutil
 from pathlib import Path
 from pipeline.dcd import HEADER_BYTES, read_header, truncate_dcd
-out = Path(os.environ["OUT"])
-shutil.copy("slice/slice_summary.json", out / "slice_summary.json")
+out, bundle = Path(os.environ["OUT"]), Path("gpu_results")
+shutil.copy("slice/slice_summary.json", bundle / "slice_summary.json")
 for system in ("PEO", "CPE-10"):
     prod = Path("slice") / system / "production"
     for stage in ("compress", "cool", "equilibrate", "production"):
         csv = Path("slice") / system / stage / "state.csv"
         if csv.exists():
-            shutil.copy(csv, out / f"{system}_{stage}_state.csv")
-    for name in ("done.json", "state.xml"):
-        if (prod / name).exists():
-            shutil.copy(prod / name, out / f"{system}_production_{name}")
+            shutil.copy(csv, bundle / f"{system}_{stage}_state.csv")
+        done = Path("slice") / system / stage / "done.json"
+        if done.exists():
+            shutil.copy(done, bundle / f"{system}_{stage}_done.json")
     traj = prod / "trajectory.dcd"
     if traj.exists():
         info = read_header(traj)
@@ -38,5 +44,6 @@ for system in ("PEO", "CPE-10"):
         with open(traj, "rb") as src, gzip.open(out / f"{system}_production.dcd.gz", "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst)
         print(system, read_header(traj))
+shutil.make_archive(str(out / "gpu_results"), "gztar", root_dir=".", base_dir="gpu_results")
 PY
 ls -la $OUT

@@ -30,9 +30,11 @@ from pipeline.cli import resolve_stage_temperature  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def slice_stages(production_ps: float, frame_ps: float) -> list[dict]:
-    """Short versions of the paper protocol's stages (config/paper.yaml has the full lengths)."""
-    return [
+def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0) -> list[dict]:
+    """Short versions of the paper protocol's stages (config/paper.yaml has the full lengths).
+
+    `scale` shortens the stages before production further (a CPU-only slice)."""
+    stages = [
         {"name": "anneal", "ensemble": "NVT", "time_ps": 50, "temperature_K": 500, "trajectory_interval_ps": 0,
          "state_interval_ps": 5},
         {"name": "compress", "ensemble": "NPT", "time_ps": 200, "temperature_K": 500, "pressure_bar": 1000,
@@ -43,17 +45,21 @@ def slice_stages(production_ps: float, frame_ps: float) -> list[dict]:
         {"name": "production", "ensemble": "NVT", "time_ps": production_ps, "trajectory_interval_ps": frame_ps,
          "state_interval_ps": frame_ps},
     ]
+    for stage in stages[:-1]:
+        stage["time_ps"] = stage["time_ps"] * scale
+        stage["state_interval_ps"] = min(stage["state_interval_ps"], stage["time_ps"] / 4)
+    return stages
 
 
 def run_system(params: Path, out: Path, config: dict, temperature_K: float, budget_s: float,
-               production_ps: float, frame_ps: float) -> dict:
+               production_ps: float, frame_ps: float, scale: float = 1.0) -> dict:
     protocol = {**config["protocol"], "checkpoint_minutes": 2.0}
     platform = config["platform"]
     t0 = time.perf_counter()
     summary = {"system": params.name, "stages": {}}
     engine.minimise(params, protocol, platform, out / "minimise")
     start = out / "minimise" / "state.xml"
-    for stage in slice_stages(production_ps, frame_ps):
+    for stage in slice_stages(production_ps, frame_ps, scale):
         stage = resolve_stage_temperature(stage, temperature_K)
         left = budget_s - (time.perf_counter() - t0)
         try:
@@ -77,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=200.0, help="wall seconds per system")
     ap.add_argument("--production-ps", type=float, default=5000.0)
     ap.add_argument("--frame-ps", type=float, default=40.0)
+    ap.add_argument("--stage-scale", type=float, default=1.0, help="factor on the lengths of the stages before production")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -85,7 +92,7 @@ def main(argv=None) -> int:
     results = []
     for params in map(Path, args.params):
         results.append(run_system(params, out / params.name, config, args.temperature, args.budget_s,
-                                  args.production_ps, args.frame_ps))
+                                  args.production_ps, args.frame_ps, args.stage_scale))
         print(json.dumps(results[-1]), flush=True)
     (out / "slice_summary.json").write_text(json.dumps(results, indent=2))
     return 0

@@ -87,9 +87,11 @@ def cmd_calibrate(args):
 
     config = _config(args)
     record = calibrate(args.metal, config.get("forcefield", {}), config.get("calibration", {}), Path(args.out))
+    param = record["fitted_parameter"]
+    pairs = ", ".join(f"{el}-O sigma {p['sigma_nm']:.4g} nm epsilon {p['epsilon_kj_mol']:.4g} kJ/mol" for el, p in record["fitted"].items())
     print(
-        f"{args.metal}: epsilon {next(iter(record['fitted'].values()))['epsilon_kj_mol']:.4g} kJ/mol gives E_ads "
-        f"{record['achieved_eV']:.4f} eV (target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
+        f"{args.metal}: fitted {param}: {pairs} gives E_ads {record['achieved_eV']:.4f} eV "
+        f"(target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
     )
 
 
@@ -206,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="calibration.json from `spemd calibrate`: its fitted metal-O(TFSI) pairs override forcefield.metal_o_tfsi")
     p.set_defaults(func=cmd_parametrise)
 
-    p = sub.add_parser("calibrate", help="fit the metal-O(TFSI) LJ epsilon of one MOF model to its target adsorption energy")
+    p = sub.add_parser("calibrate", help="fit the metal-O(TFSI) LJ pair (sigma, or epsilon at calibration.sigma_nm) of one MOF model to its target adsorption energy")
     _add_config_args(p)
     p.add_argument("--metal", required=True, help="MOF model: FeNi, Fe, Ni or Cu")
     p.add_argument("--out", required=True, help="output folder (calibration.json)")

@@ -75,11 +75,12 @@ def _coerce_strings(instance, schema):
     types = set(types) if isinstance(types, list) else {types}
     if isinstance(instance, str):
         if types & {"number", "integer"}:
-            try:
-                value = float(instance)
-            except ValueError:
-                return instance
-            return int(value) if value.is_integer() and "integer" in types else value
+            for parse in (int, float):
+                try:
+                    return parse(instance)
+                except ValueError:
+                    pass
+            return instance
         if "boolean" in types and instance.lower() in ("true", "false"):
             return instance.lower() == "true"
         if "oneOf" in schema:

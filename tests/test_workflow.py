@@ -41,11 +41,11 @@ def test_dry_run_lists_every_step(tmp_path):
 
 def test_lint_has_only_the_conda_lint():
     """`snakemake --lint`: the only lint left is 'use conda/containers', which a PyPI-only project cannot meet."""
-    out = subprocess.run([str(BIN / "snakemake"), "--lint", "json"], cwd=ROOT, env=ENV, capture_output=True, text=True)
-    lints = json.loads(out.stdout)
-    titles = {l["title"] for group in lints.values() for item in (group.values() if isinstance(group, dict) else [group])
-              for l in (item if isinstance(item, list) else [])}
-    assert titles <= {"Specify a conda environment or container for each rule."}, titles
+    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    titles = {line.strip()[2:].rstrip(":") for line in text.splitlines() if line.startswith("    * ")}
+    assert titles, text[-2000:]  # the lint ran and reported
+    assert titles == {"Specify a conda environment or container for each rule."}, titles
 
 
 def test_invalid_config_stops_before_anything_is_written(tmp_path):
