@@ -218,7 +218,9 @@ def test_fixture_production_over_several_slurm_jobs_with_a_cancelled_one(tmp_pat
 # a copy of that folder through Slurm with a per-job budget (SPEMD_SLURM_TEST_BUDGET, default 30 s) and
 # one job cancelled, and compares the production with the local one (DCD frames, state.csv time axis).
 
-REAL_BUDGET_S = float(os.environ.get("SPEMD_SLURM_TEST_BUDGET", "30"))
+# ~1 ps of the tiny PEO box per job on one core: a 2 ps production then spans >= 3 jobs (one cancelled)
+REAL_BUDGET_S = float(os.environ.get("SPEMD_SLURM_TEST_BUDGET", "10"))
+REAL_PRODUCTION_PS = 2.0
 
 
 def real_workflow_reason() -> str | None:
@@ -243,13 +245,19 @@ def test_real_workflow_production_over_several_slurm_jobs(tmp_path, slurm_cluste
     from pipeline.config import load_config, validate_config
     from pipeline.dcd import read_header
 
-    cfg = validate_config(load_config(ROOT / "config" / "config.yaml"))
+    import yaml
+
+    # the default config with a shorter production, so that a few jobs of REAL_BUDGET_S finish it
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["protocol"]["stages"][-1]["time_ps"] = REAL_PRODUCTION_PS
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    cfg = validate_config(load_config(config_file))
     system = next(iter(cfg["systems"]))
     temperature = f"{cfg['temperatures_K'][0]:g}"
     production = cfg["protocol"]["stages"][-1]["name"]
     stage_dir = f"results/{system}/rep0/{temperature}K/md/{production}"
-    common = ["-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config" / "config.yaml"),
-              "--rerun-triggers", "mtime"]
+    common = ["-s", str(ROOT / "Snakefile"), "--configfile", str(config_file), "--rerun-triggers", "mtime"]
 
     local = tmp_path / "local"
     local.mkdir()
