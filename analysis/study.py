@@ -45,7 +45,7 @@ from pipeline.units import BOLTZMANN_EV_PER_K
 
 from analysis.msd import combine_estimates
 from analysis.paper import PAPER, PAPER_CITATION, peo_melt_density_g_cm3
-from analysis.summary import _identity, read_transport
+from analysis.summary import _get, _identity, read_transport
 
 K_SIGMA = 2.0
 DENSITY_TOLERANCE = 0.03
@@ -73,17 +73,6 @@ TABLES = ("study.json", "aggregated.csv", "comparison.csv", "comparison_table.ht
 
 
 # ----------------------------------------------------------------------------------------- basics
-def _get(d, path):
-    for k in path:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return float("nan")
-        d = d[k]
-    try:
-        return float(d)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float, np.floating)) and math.isfinite(x)
 
