@@ -49,11 +49,14 @@ from analysis.summary import _get, _identity, read_transport
 
 K_SIGMA = 2.0
 DENSITY_TOLERANCE = 0.03
+DRIFT_TOLERANCE = 0.005  # |density drift| across the averaging window, fraction of the mean
+BETA_MIN = 0.9  # MSD ~ t^beta: diffusive regime in the D fit window
 PEAK_TOLERANCE_A = 0.3
 EA_TOLERANCE_EV = 0.10
 SIGMA_30C_FACTOR = 2.0
 T_30C_K = 303.15
 DENSITY_COLUMN = "Density (g/mL)"
+TIME_COLUMN = "Time (ps)"
 TARGET_WT = 10.0
 
 #: combined quantity -> (value path, sigma path or None) in transport.json
@@ -129,13 +132,16 @@ def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 def npt_density(state_csv, n_blocks: int = 5) -> dict:
-    """Mean density (g/cm^3) over the second half of an NPT stage's state.csv, sigma from `n_blocks` blocks."""
+    """Mean density (g/cm^3) over the second half of an NPT stage's state.csv, sigma from `n_blocks` blocks,
+    and whether it has stopped drifting there (:func:`density_drift`)."""
     cols = _read_csv_columns(Path(state_csv))
     if DENSITY_COLUMN not in cols:
         raise InputError(f"{state_csv}: no column {DENSITY_COLUMN!r}; columns: {', '.join(cols)}")
     rho = cols[DENSITY_COLUMN]
-    rho = rho[np.isfinite(rho)]
-    half = rho[len(rho) // 2:]
+    time_ps = cols.get(TIME_COLUMN, np.arange(len(rho), dtype=float))
+    ok = np.isfinite(rho)
+    rho, time_ps = rho[ok], time_ps[ok]
+    half, t_half = rho[len(rho) // 2:], time_ps[len(rho) // 2:]
     if len(half) == 0:
         raise InputError(f"{state_csv}: no finite density values")
     nb = min(n_blocks, len(half))
@@ -145,7 +151,38 @@ def npt_density(state_csv, n_blocks: int = 5) -> dict:
     else:
         sigma = float("nan")
     return {"mean": float(half.mean()), "sigma": sigma, "n_samples": int(len(half)),
-            "method": f"mean of the second half of the stage; sigma: standard error of {nb} block means"}
+            "method": f"mean of the second half of the stage; sigma: standard error of {nb} block means",
+            "drift": density_drift(t_half, half, n_blocks)}
+
+
+def density_drift(time_ps, density, n_blocks: int = 5, tolerance: float = DRIFT_TOLERANCE) -> dict:
+    """Linear drift of the density across the averaging window, and whether it has stopped.
+
+    A straight line through the `n_blocks` block means (block-mid times) gives the slope and, from its
+    residuals, the slope's standard error (block means are close to independent where single samples
+    are not). drift = slope x window length. The density has stopped drifting when
+    |drift| < tolerance x mean (verdict "yes" when that margin exceeds K_SIGMA x sigma_drift, "no" when
+    the drift exceeds the tolerance by K_SIGMA x sigma_drift, else "inconclusive").
+    """
+    t, rho = np.asarray(time_ps, float), np.asarray(density, float)
+    nb = min(n_blocks, len(rho))
+    out = {"tolerance_percent": 100.0 * tolerance, "n_blocks": nb, "window_ps": float(t[-1] - t[0]) if len(t) else 0.0,
+           "method": f"least-squares line through {nb} block means of the averaging window; drift = slope x window"}
+    if nb < 3 or not out["window_ps"] > 0:
+        return out | {"drift_g_cm3": float("nan"), "drift_sigma_g_cm3": float("nan"), "drift_percent": float("nan"),
+                      "verdict": "not available"}
+    idx = np.array_split(np.arange(len(rho)), nb)
+    x = np.array([t[i].mean() for i in idx])
+    y = np.array([rho[i].mean() for i in idx])
+    A = np.vstack([x - x.mean(), np.ones_like(x)]).T
+    (slope, _), res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    resid = y - A @ np.array([slope, y.mean()])
+    slope_sigma = math.sqrt(float(resid @ resid) / (nb - 2) / float(((x - x.mean()) ** 2).sum()))
+    drift, drift_sigma = slope * out["window_ps"], slope_sigma * out["window_ps"]
+    margin = tolerance * float(rho.mean()) - abs(drift)
+    return out | {"drift_g_cm3": float(drift), "drift_sigma_g_cm3": float(drift_sigma),
+                  "drift_percent": float(100.0 * drift / rho.mean()), "slope_g_cm3_per_ns": float(slope * 1000.0),
+                  "verdict": verdict(margin, drift_sigma)}
 
 
 def _system_meta(system: str, compositions: list[dict], systems_cfg: dict | None) -> dict:
@@ -197,7 +234,8 @@ def load_runs(transport_paths, npt_stage: str | None = "equilibrate") -> list[di
                      "peaks_A": [float(x) for x in rdf.get("peaks_A") or [] if x is not None],
                      "rdf_bin_A": (10.0 * rdf["r_max_nm"] / rdf["bins"]) if rdf.get("r_max_nm") and rdf.get("bins")
                      else float("nan"),
-                     "composition": composition, "npt_density": density, "flags": data.get("flags") or []})
+                     "composition": composition, "npt_density": density, "flags": data.get("flags") or [],
+                     "beta_Na": _get(data, ("diffusion", "Na", "beta"))})
     if not runs:
         raise InputError("study: no transport.json given")
     return runs
@@ -248,6 +286,9 @@ def aggregate(runs: list[dict], systems_cfg: dict | None = None) -> dict:
         dens = [r["npt_density"] for r in group if r["npt_density"]]
         point["npt_density_g_cm3"] = (combine_estimates([d["mean"] for d in dens], [d["sigma"] for d in dens])
                                       if dens else None)
+        point["density_drift"] = {str(r["replica"]): r["npt_density"]["drift"] for r in group
+                                  if r["npt_density"] and "drift" in r["npt_density"]}
+        point["beta_Na"] = {str(r["replica"]): r.get("beta_Na") for r in group}
         points[key] = point
     return {"systems": systems, "points": points}
 
@@ -437,6 +478,42 @@ def comparison_rows(agg: dict) -> list[dict]:
                  missing=f"not available: needs an Fe-Ni composite and a {metal}-only host in the run")
 
     rows += density_rows(agg)
+    rows += protocol_check_rows(agg)
+    return rows
+
+
+def _worst(verdicts: list[str]) -> str:
+    """A check holds for a system only if it holds for every replica."""
+    if not verdicts or all(v == "not available" for v in verdicts):
+        return "not available"
+    for v in ("no", "inconclusive", "not available"):
+        if v in verdicts:
+            return "inconclusive" if v == "not available" else v
+    return "yes"
+
+
+def protocol_check_rows(agg: dict) -> list[dict]:
+    """Checks the paper does not report: did the NPT density stop drifting, and is Na+ diffusive?"""
+    rows = []
+    for (n, T), point in sorted(agg["points"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        drifts = point.get("density_drift") or {}
+        claim = f"|density drift| over the averaged half of the NPT stage < {100 * DRIFT_TOLERANCE:g} %"
+        if drifts:
+            ours = "; ".join(f"rep{r}: {d['drift_percent']:+.2f} ± {100 * d['drift_sigma_g_cm3'] / point['npt_density_g_cm3']['mean']:.2f} %"
+                             if _finite(d.get("drift_percent")) else f"rep{r}: n/a" for r, d in sorted(drifts.items()))
+            rows.append(_row("density_plateau", n, T, "NPT density drift", "not reported", "check", ours, claim,
+                             status=_worst([d["verdict"] for d in drifts.values()]),
+                             note="line through 5 block means of the second half; every replica must pass"))
+        else:
+            rows.append(_row("density_plateau", n, T, "NPT density drift", "not reported", "check",
+                             "not available: no NPT state.csv for this run", claim, status="not available"))
+        betas = point.get("beta_Na") or {}
+        claim = f"beta(Na+) >= {BETA_MIN:g} in the D fit window (MSD ~ t^beta)"
+        finite = {r: b for r, b in betas.items() if _finite(b)}
+        ours = "; ".join(f"rep{r}: {b:.2f}" for r, b in sorted(finite.items())) or "n/a"
+        status = "not available" if not finite else ("yes" if all(b >= BETA_MIN for b in finite.values()) else "no")
+        rows.append(_row("na_msd_diffusive", n, T, "MSD exponent beta(Na+)", "not reported", "check", ours, claim,
+                         status=status, note="below the threshold D(Na+) is an upper-bound estimate, not a diffusion coefficient"))
     return rows
 
 

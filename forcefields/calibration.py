@@ -391,6 +391,7 @@ def adsorption_energy_details(
         "bound_nm": setup.bound_nm,
         "metal_o_tfsi": setup.info["metal_o_tfsi"],
         "charge_scale": setup.info["charge_scale"],
+        "mof_charge_scale": setup.info["mof_charge_scale"],
         "box_nm": model.box_nm.tolist(),
         "slab_thickness_nm": model.thickness_nm,
         "vacuum_nm": float(vacuum_nm),
@@ -653,10 +654,11 @@ def calibrate(metal: str, ff_cfg: dict, calibration_cfg: dict, out_dir, **fit_kw
         "poses": achieved["poses"],
         "geometry": {k: achieved[k] for k in ("box_nm", "slab_thickness_nm", "vacuum_nm", "far_clearance_nm", "n_atoms", "bound_nm")},
         "charge_scale": achieved["charge_scale"],
+        "mof_charge_scale": achieved["mof_charge_scale"],
         "method": (
             "E_ads = E(TFSI- minimised with an O on the axial open site of a top-face metal, lowest of "
             f"{len(achieved['poses'])} starts) - E(TFSI- minimised in mid-vacuum, N held), one 1x1x1 rigid non-polar slab + "
-            "one TFSI- in a periodic box with vacuum, create_system (PME, geometric LJ mixing, charge_scale); one "
+            "one TFSI- in a periodic box with vacuum, create_system (PME, geometric LJ mixing, charge_scale, mof_charge_scale); one "
             f"metal-O(TFSI) {fitted_what} for the model's metals; grid following one pose, brentq, from-scratch check."
         ),
     }
@@ -685,4 +687,5 @@ def load_overrides(path) -> dict:
         ok = False
     if not ok:
         raise ConfigError(f"--calibration: {path} is not a calibration.json (needs fitted.{{Fe,Ni,Cu}}.sigma_nm/epsilon_kj_mol)")
-    return {"metal": data.get("metal"), "target_eV": data.get("target_eV"), "achieved_eV": data.get("achieved_eV"), "fitted": fitted, "file": str(path)}
+    keys = ("metal", "target_eV", "achieved_eV", "charge_scale", "mof_charge_scale")
+    return {k: data.get(k) for k in keys} | {"fitted": fitted, "file": str(path)}

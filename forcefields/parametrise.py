@@ -27,6 +27,10 @@ from pipeline.provenance import provenance, sha256_file
 
 ION_RESIDUES = ("NA", "TFS")
 MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
+# charge_scale: electronic-continuum scaling of the ions; mof_charge_scale: the MOF's surface charge
+# model (1.0 = the mof.xml charges as published; < 1 screens the host-guest Coulomb attraction, the
+# knob that brings TFSI- adsorption energies down to DFT values, see forcefields/calibration.py)
+DEFAULT_SCALES = {"charge_scale": 0.8, "mof_charge_scale": 1.0}
 METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu"}
 TFSI_O_TYPE = "tfsi_O"
 # Tether of a flexible MOF: no MOF bonded terms are parametrised, so without it the framework would
@@ -63,9 +67,10 @@ def lj_tables(type_sigma: dict, type_eps: dict, names: list[str], overrides: dic
 
 
 def _check_cfg(ff_cfg: dict) -> None:
-    scale = ff_cfg.get("charge_scale", 0.8)
-    if not 0 < scale <= 1:
-        raise ConfigError(f"forcefield.charge_scale: {scale!r} is out of range; must be > 0 and <= 1")
+    for key in ("charge_scale", "mof_charge_scale"):
+        scale = ff_cfg.get(key, DEFAULT_SCALES[key])
+        if not 0 < scale <= 1:
+            raise ConfigError(f"forcefield.{key}: {scale!r} is out of range; must be > 0 and <= 1")
     h = ff_cfg.get("hydrogen_mass_amu", 1.5)
     if h is not None and not h > 0:
         raise ConfigError(f"forcefield.hydrogen_mass_amu: {h!r} is out of range; must be > 0 or null")
@@ -130,12 +135,14 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
             overrides[(METAL_TYPES[metal], TFSI_O_TYPE)] = (pair["sigma_nm"], pair["epsilon_kj_mol"])
     a_tab, b_tab = lj_tables(type_sigma, type_eps, names, overrides)
 
-    # ionic charge scaling, then Coulomb-only NonbondedForce
-    scale = float(ff_cfg.get("charge_scale", 0.8))
+    # ionic and MOF charge scaling, then Coulomb-only NonbondedForce
+    scale = float(ff_cfg.get("charge_scale", DEFAULT_SCALES["charge_scale"]))
+    mof_scale = float(ff_cfg.get("mof_charge_scale", DEFAULT_SCALES["mof_charge_scale"]))
     scaled = np.array([a.residue.name in ION_RESIDUES for a in atoms])
+    particle_scale = np.where(scaled, scale, [mof_scale if a.residue.name in MOF_RESIDUES else 1.0 for a in atoms])
     for i in range(system.getNumParticles()):
         q, sig, _ = nb.getParticleParameters(i)
-        nb.setParticleParameters(i, q * (scale if scaled[i] else 1.0), sig, 0.0)
+        nb.setParticleParameters(i, q * float(particle_scale[i]), sig, 0.0)
     nb.setUseDispersionCorrection(False)
 
     lj = openmm.CustomNonbondedForce(LJ_ENERGY)
@@ -159,8 +166,7 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
     for k in range(nb.getNumExceptions()):
         i, j, qq, sig, eps = nb.getExceptionParameters(k)
         lj.addExclusion(i, j)
-        if scaled[i] and scaled[j]:
-            qq = qq * scale * scale
+        qq = qq * float(particle_scale[i] * particle_scale[j])
         if eps.value_in_unit(u.kilojoule_per_mole) != 0.0:
             sig = math.sqrt(type_sigma[types[i]] * type_sigma[types[j]])
         nb.setExceptionParameters(k, i, j, qq, sig, eps)
@@ -197,6 +203,7 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
         "particle_types": types,
         "metal_o_tfsi": applied,
         "charge_scale": scale,
+        "mof_charge_scale": mof_scale,
         "net_charge_e": net,
         "mof_atom_indices": mof_idx,
         "rigid_mof": rigid,
@@ -224,6 +231,8 @@ def parametrise(box_pdb, ff_cfg: dict, out_dir) -> dict:
         "sodium": ff_cfg.get("sodium", "aqvist"),
         "charge_scale": info["charge_scale"],
         "charge_scaled_residues": list(ION_RESIDUES),
+        "mof_charge_scale": info["mof_charge_scale"],
+        "mof_charge_scaled_residues": list(MOF_RESIDUES),
         "mixing": "geometric",
         "lj_force": "CustomNonbondedForce 'LJGeometric' (per-type acoef/bcoef tables); NonbondedForce is Coulomb only",
         "atom_types": info["atom_types"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -67,9 +68,22 @@ def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
     """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi."""
     from forcefields.calibration import load_overrides
 
+    from forcefields.parametrise import DEFAULT_SCALES
+
     cal = load_overrides(calibration_file)
+    # a pair fitted under one charge model reproduces its target only under that model
+    for key, default in DEFAULT_SCALES.items():
+        fitted_at = cal.get(key)
+        if fitted_at is None and key == "mof_charge_scale":
+            fitted_at = default  # calibration.json files written before the key existed used the full charges
+        used = ff_cfg.get(key, default)
+        if fitted_at is not None and not math.isclose(float(fitted_at), float(used), rel_tol=1e-9):
+            raise ConfigError(
+                f"forcefield.{key}: {used!r} differs from {fitted_at!r}, the value {calibration_file} was fitted at; "
+                f"set forcefield.{key}: {fitted_at!r} or recalibrate"
+            )
     merged = {**(ff_cfg.get("metal_o_tfsi") or {}), **cal["fitted"]}
-    return {**ff_cfg, "metal_o_tfsi": merged, "calibration": {k: cal[k] for k in ("metal", "target_eV", "achieved_eV", "file")}}
+    return {**ff_cfg, "metal_o_tfsi": merged, "calibration": {k: cal[k] for k in ("metal", "target_eV", "achieved_eV", "mof_charge_scale", "file")}}
 
 
 def cmd_parametrise(args):

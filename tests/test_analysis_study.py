@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from analysis.paper import peo_melt_density_g_cm3
-from analysis.study import (add_study_parser, aggregate, comparison_rows, density_check, expected_outputs, load_runs,
-                            npt_density, run_study, verdict)
+from analysis.study import (add_study_parser, aggregate, comparison_rows, density_check, density_drift, expected_outputs,
+                            load_runs, npt_density, run_study, verdict)
 from pipeline.errors import InputError
 from pipeline.units import BOLTZMANN_EV_PER_K
 from study_synthetic import arrhenius, transport_record, write_paper_like_study, write_run
@@ -18,7 +18,7 @@ from study_synthetic import arrhenius, transport_record, write_paper_like_study,
 CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_with_MOF", "D_Na_composite_gt_plain",
              "t_plus_ideal_composite_gt_plain", "t_plus_collective_composite_gt_plain", "optimum_loading_10wt",
              "Ea_sigma_composite", "sigma_30C_composite", "Fe_only_below_FeNi", "Ni_only_below_FeNi",
-             "density_vs_measured"}
+             "density_vs_measured", "density_plateau", "na_msd_diffusive"}
 
 
 def _two_systems(tmp_path, T=353.0, peo=None, cpe=None, density=None):
@@ -161,6 +161,33 @@ def test_npt_density_averages_the_second_half_with_block_error(tmp_path):
     d = npt_density(p.parent.parent / "md" / "equilibrate" / "state.csv")
     assert d["mean"] == pytest.approx(1.1) and d["n_samples"] == 10
     assert d["sigma"] == pytest.approx(0.0)  # five blocks of (1.0, 1.2): identical block means
+
+
+def test_density_drift_recovers_a_known_slope_and_decides_the_plateau():
+    rng = np.random.default_rng(7)
+    t = np.arange(200) * 5.0  # ps
+    noise = 0.0005 * rng.standard_normal(len(t))
+    ramp = density_drift(t, 1.0 + 2e-5 * t + noise)  # +2 % per ns over a ~1 ns window
+    assert ramp["slope_g_cm3_per_ns"] == pytest.approx(0.02, rel=0.05)
+    assert ramp["drift_percent"] == pytest.approx(2e-5 * 995 / 1.00995 * 100, rel=0.05)
+    assert ramp["verdict"] == "no" and ramp["drift_sigma_g_cm3"] > 0
+    flat = density_drift(t, 1.0 + noise)
+    assert abs(flat["drift_percent"]) < 0.1 and flat["verdict"] == "yes"
+    assert density_drift(t[:2], [1.0, 1.1])["verdict"] == "not available"
+
+
+def test_protocol_check_rows_flag_drifting_density_and_subdiffusive_na(tmp_path):
+    drifting = list(np.linspace(1.0, 1.1, 20))  # second half rises ~5 %
+    paths = _two_systems(tmp_path, density=drifting)
+    runs = load_runs(paths)
+    for r in runs:
+        if r["system"] == "CPE-10":
+            r["beta_Na"] = 0.55
+    rows = comparison_rows(aggregate(runs))
+    plateau = {r["system"]: r for r in rows if r["id"] == "density_plateau"}
+    assert plateau["PEO"]["verdict"] == "no" and "rep0: +4." in plateau["PEO"]["ours"]
+    beta = {r["system"]: r for r in rows if r["id"] == "na_msd_diffusive"}
+    assert beta["PEO"]["verdict"] == "yes" and beta["CPE-10"]["verdict"] == "no" and "0.55" in beta["CPE-10"]["ours"]
 
 
 def test_cli_writes_the_outputs_the_rule_declares(tmp_path):

@@ -157,3 +157,27 @@ def test_parametrise_calibration_merges_fitted_pair(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert main(["parametrise", "--config-json", cfg, "--box", str(box), "--calibration", str(bad), "--out", str(out)]) == 1
+
+
+def test_screened_mof_charges_weaken_adsorption_nearly_in_proportion():
+    # the host-guest Coulomb term is linear in the MOF charges; LJ and TFSI self terms do not scale
+    full = cal.adsorption_energy_details("Fe", FF, **FAST)
+    half = cal.adsorption_energy_details("Fe", FF | {"mof_charge_scale": 0.5}, **FAST)
+    assert half["mof_charge_scale"] == 0.5 and full["mof_charge_scale"] == 1.0
+    ratio = half["e_ads_kj_mol"] / full["e_ads_kj_mol"]
+    assert 0.4 < ratio < 0.6, ratio
+
+
+def test_calibration_fitted_at_another_charge_model_is_refused(tmp_path):
+    record = {"metal": "Fe", "target_eV": -0.27, "achieved_eV": -0.27, "charge_scale": 0.8, "mof_charge_scale": 0.3,
+              "fitted": {"Fe": {"sigma_nm": 0.45, "epsilon_kj_mol": 0.2}}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(record))
+    from pipeline.cli import merge_calibration
+
+    merged = merge_calibration({"charge_scale": 0.8, "mof_charge_scale": 0.3}, path)
+    assert merged["metal_o_tfsi"]["Fe"]["sigma_nm"] == 0.45 and merged["calibration"]["mof_charge_scale"] == 0.3
+    with pytest.raises(ConfigError, match=r"forcefield\.mof_charge_scale: 1\.0 differs from 0\.3"):
+        merge_calibration({"charge_scale": 0.8}, path)
+    with pytest.raises(ConfigError, match=r"forcefield\.charge_scale: 0\.7 differs from 0\.8"):
+        merge_calibration({"charge_scale": 0.7, "mof_charge_scale": 0.3}, path)

@@ -297,6 +297,28 @@ def test_rigid_and_flexible_mof(slab_box):
     assert tether.getNumParticles() == n_mof and tether.getGlobalParameterDefaultValue(0) == 1000.0
 
 
+
+def test_mof_charge_scale_scales_only_the_host_charges(slab_box):
+    top, xyz, n_mof = slab_box
+    cfg = ONE | {"nonbonded_cutoff_nm": 1.2, "charge_scale": 0.8}
+    full, _ = create_system(top, cfg)
+    screened, info = create_system(top, cfg | {"mof_charge_scale": 0.3})
+    nb_full, nb_scr = _force_by_name(full, "NonbondedForce"), _force_by_name(screened, "NonbondedForce")
+    q = lambda nb: np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(nb.getNumParticles())])
+    q_full, q_scr = q(nb_full), q(nb_scr)
+    assert np.allclose(q_scr[:n_mof], 0.3 * q_full[:n_mof], rtol=0, atol=1e-12)
+    assert np.array_equal(q_scr[n_mof:], q_full[n_mof:])  # Na+/TFSI- keep charge_scale 0.8 only
+    assert abs(q_full[:n_mof]).max() > 0.5 and info["net_charge_e"] == pytest.approx(0.0, abs=1e-9)
+    assert info["mof_charge_scale"] == 0.3
+    # intramolecular exceptions of the host scale with the product of the two charges
+    for k in range(nb_full.getNumExceptions()):
+        i, j, qq_full, _, _ = nb_full.getExceptionParameters(k)
+        qq_scr = nb_scr.getExceptionParameters(k)[2]
+        expected = qq_full * (0.09 if i < n_mof else 1.0)
+        assert qq_scr.value_in_unit(u.elementary_charge**2) == pytest.approx(expected.value_in_unit(u.elementary_charge**2), abs=1e-12)
+    with pytest.raises(ConfigError, match=r"forcefield\.mof_charge_scale: 1\.5 is out of range"):
+        create_system(top, cfg | {"mof_charge_scale": 1.5})
+
 # ---------------------------------------------------------------- parametrise + exports
 
 
