@@ -8,10 +8,10 @@ Force-field adsorption energy (:func:`adsorption_energy_kj_mol`)
 -----------------------------------------------------------------
 * One 1x1x1 slab of the MOF model (``systems.mof.build_slab``), periodic in x/y as built, in a box of
   height ``thickness + vacuum_nm`` (vacuum >= 3 nm), plus one TFSI-; parametrised with
-  ``forcefields.parametrise.create_system`` (PME, the config's charge_scale, geometric LJ mixing with
+  ``forcefields.parametrise.create_system`` (Ewald, the config's charge_scale, geometric LJ mixing with
   the metal-O(TFSI) overrides); the MOF is rigid (zero masses: the minimiser does not move it).
 * The slab is neutral and has no z dipole (it is cut symmetrically about a mirror plane, see
-  systems/mof.py), so tin-foil PME puts no field into the vacuum and no slab (Yeh-Berkowitz) correction
+  systems/mof.py), so tin-foil Ewald puts no field into the vacuum and no slab (Yeh-Berkowitz) correction
   is applied: with M_z(slab) = 0 that correction would not depend on where the TFSI- sits and would
   cancel in E_ads. (tests/test_forcefields_calibration.py checks that the vacuum is flat.)
 * Bound state: a TFSI oxygen (O1) starts on the axial (open) site of an exposed metal of the model
@@ -27,10 +27,13 @@ Force-field adsorption energy (:func:`adsorption_energy_kj_mol`)
   the LJ dispersion correction, which depends on the pair table) are the same in both states and
   cancel.
 * E_ads = E_bound - E_far (kJ/mol; reported also in eV via ``pipeline.units.KJ_PER_MOL_PER_EV``).
-* Reproducibility: the CPU platform runs on ONE thread (CUDA with DeterministicForces). With several
-  threads the force summation order varies and the minimised E_ads scatters by 1-3 kJ/mol (0.01-0.03
-  eV) from run to run, as large as the fit tolerance; one thread is bitwise reproducible and, for this
-  ~640-atom box, not slower on a shared machine.
+* Reproducibility: plain Ewald summation (not PME) on ONE CPU thread (CUDA: DeterministicForces), so
+  that the same inputs give bitwise the same E_ads. Measured on the Ni model, three repeats each: PME
+  on one thread gave -3.7796, -3.8373, -3.7801 eV (the CPU PME's FFT plans are chosen by timing, and
+  the tiny force differences send the minimiser to different poses), Ewald -3.836476 eV three times,
+  at ~3x the cost (61 s vs 19 s per E_ads on a loaded 2-core machine). With several threads the
+  summation order varies as well. Ewald and PME share the real-space term and agree to the Ewald
+  error tolerance, so a pair fitted here carries over to the PME production runs.
 
 Fit (:func:`fit_pair`)
 ----------------------
@@ -310,7 +313,7 @@ def _setup(metal: str, ff_cfg: dict, overrides: dict | None, vacuum_nm: float, p
     far_xyz = _far_position(model)
     if _min_distance_to_slab(model, far_xyz) <= cutoff:
         raise ConfigError(f"forcefield.nonbonded_cutoff_nm: {cutoff} reaches the mid-vacuum TFSI; use a larger vacuum")
-    system, info = create_system(model.topology, ff)
+    system, info = create_system(model.topology, ff, nonbonded_method=app.Ewald)  # deterministic, module doc
     pairs = ff["metal_o_tfsi"]
     sigma = max(float(pairs[el]["sigma_nm"]) if el in pairs else geometric_pair(el)[0] for el in MODEL_METALS[metal])
     return _Setup(model, system, info, far_xyz, bound_distance_nm(sigma), platform)
@@ -658,7 +661,7 @@ def calibrate(metal: str, ff_cfg: dict, calibration_cfg: dict, out_dir, **fit_kw
         "method": (
             "E_ads = E(TFSI- minimised with an O on the axial open site of a top-face metal, lowest of "
             f"{len(achieved['poses'])} starts) - E(TFSI- minimised in mid-vacuum, N held), one 1x1x1 rigid non-polar slab + "
-            "one TFSI- in a periodic box with vacuum, create_system (PME, geometric LJ mixing, charge_scale, mof_charge_scale); one "
+            "one TFSI- in a periodic box with vacuum, create_system (Ewald, geometric LJ mixing, charge_scale, mof_charge_scale); one "
             f"metal-O(TFSI) {fitted_what} for the model's metals; grid following one pose, brentq, from-scratch check."
         ),
     }
