@@ -31,10 +31,11 @@ from pipeline.cli import resolve_stage_temperature  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0) -> list[dict]:
+def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0, lengths_ps: dict | None = None) -> list[dict]:
     """Short versions of the paper protocol's stages (config/paper.yaml has the full lengths).
 
-    `scale` shortens the stages before production further (a CPU-only slice)."""
+    `scale` shortens the stages before production further (a CPU-only slice); `lengths_ps`
+    {stage: ps} sets single stages' lengths instead (after the scale)."""
     stages = [
         {"name": "anneal", "ensemble": "NVT", "time_ps": 50, "temperature_K": 500, "trajectory_interval_ps": 0,
          "state_interval_ps": 5},
@@ -47,7 +48,7 @@ def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0) -> l
          "state_interval_ps": frame_ps},
     ]
     for stage in stages[:-1]:
-        stage["time_ps"] = stage["time_ps"] * scale
+        stage["time_ps"] = (lengths_ps or {}).get(stage["name"], stage["time_ps"] * scale)
         # >= 20 rows per stage (the study's density-drift check fits 5 block means of the second half),
         # a whole number of 0.1 ps (= whole 4, 2 or 1 fs steps)
         stage["state_interval_ps"] = max(0.1, math.floor(10 * min(stage["state_interval_ps"], stage["time_ps"] / 20)) / 10)
@@ -55,14 +56,14 @@ def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0) -> l
 
 
 def run_system(params: Path, out: Path, config: dict, temperature_K: float, budget_s: float,
-               production_ps: float, frame_ps: float, scale: float = 1.0) -> dict:
+               production_ps: float, frame_ps: float, scale: float = 1.0, lengths_ps: dict | None = None) -> dict:
     protocol = {**config["protocol"], "checkpoint_minutes": 2.0}
     platform = config["platform"]
     t0 = time.perf_counter()
     summary = {"system": params.name, "stages": {}}
     engine.minimise(params, protocol, platform, out / "minimise")
     start = out / "minimise" / "state.xml"
-    for stage in slice_stages(production_ps, frame_ps, scale):
+    for stage in slice_stages(production_ps, frame_ps, scale, lengths_ps):
         stage = resolve_stage_temperature(stage, temperature_K)
         left = budget_s - (time.perf_counter() - t0)
         try:
@@ -87,15 +88,24 @@ def main(argv=None) -> int:
     ap.add_argument("--production-ps", type=float, default=5000.0)
     ap.add_argument("--frame-ps", type=float, default=40.0)
     ap.add_argument("--stage-scale", type=float, default=1.0, help="factor on the lengths of the stages before production")
+    ap.add_argument("--stage-ps", nargs="*", default=[], metavar="STAGE=PS",
+                    help="length of single stages before production, e.g. cool=6 equilibrate=12")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    names = [s["name"] for s in slice_stages(1.0, 1.0)][:-1]
+    lengths = {}
+    for item in args.stage_ps:
+        name, _, value = item.partition("=")
+        if name not in names or not value:
+            ap.error(f"--stage-ps {item!r}: expected STAGE=PS with STAGE one of {', '.join(names)}")
+        lengths[name] = float(value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     config = load_config(args.config)
     out = Path(args.out)
     results = []
     for params in map(Path, args.params):
         results.append(run_system(params, out / params.name, config, args.temperature, args.budget_s,
-                                  args.production_ps, args.frame_ps, args.stage_scale))
+                                  args.production_ps, args.frame_ps, args.stage_scale, lengths))
         print(json.dumps(results[-1]), flush=True)
     (out / "slice_summary.json").write_text(json.dumps(results, indent=2))
     return 0
