@@ -12,6 +12,12 @@ import numpy as np
 
 from pipeline.units import BOLTZMANN_EV_PER_K, cm2_per_s_to_nm2_per_ps
 
+#: every row id of analysis.study's comparison table (claims of the paper, then our own protocol checks)
+CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_with_MOF", "D_Na_composite_gt_plain",
+             "t_plus_ideal_composite_gt_plain", "t_plus_collective_composite_gt_plain", "optimum_loading_10wt",
+             "Ea_sigma_composite", "sigma_30C_composite", "Fe_only_below_FeNi", "Ni_only_below_FeNi",
+             "density_vs_measured", "density_plateau", "na_msd_diffusive"}
+
 FIT_DEFAULTS = {"beta": 1.0, "beta_ok": True, "fit_window_ps": [10.0, 50.0], "D_dof": 4,
                 "fit_window_fractions": [0.1, 0.5], "window_selection": "configured window", "n_blocks": 5,
                 "uncertainty_method": "block averaging", "block_consistent_with_full_fit": True, "dimension": 3,

@@ -13,12 +13,7 @@ from analysis.study import (add_study_parser, aggregate, comparison_rows, densit
                             load_runs, npt_density, run_study, verdict)
 from pipeline.errors import InputError
 from pipeline.units import BOLTZMANN_EV_PER_K
-from study_synthetic import arrhenius, transport_record, write_paper_like_study, write_run
-
-CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_with_MOF", "D_Na_composite_gt_plain",
-             "t_plus_ideal_composite_gt_plain", "t_plus_collective_composite_gt_plain", "optimum_loading_10wt",
-             "Ea_sigma_composite", "sigma_30C_composite", "Fe_only_below_FeNi", "Ni_only_below_FeNi",
-             "density_vs_measured", "density_plateau", "na_msd_diffusive"}
+from study_synthetic import CLAIM_IDS, arrhenius, transport_record, write_paper_like_study, write_run
 
 
 def _two_systems(tmp_path, T=353.0, peo=None, cpe=None, density=None):

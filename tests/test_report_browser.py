@@ -38,17 +38,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_synthetic import transport_record, write_paper_like_study, write_run  # noqa: E402
+from study_synthetic import CLAIM_IDS, transport_record, write_paper_like_study, write_run  # noqa: E402
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
 
-CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_with_MOF", "D_Na_composite_gt_plain",
-             "t_plus_ideal_composite_gt_plain", "t_plus_collective_composite_gt_plain", "optimum_loading_10wt",
-             "Ea_sigma_composite", "sigma_30C_composite", "Fe_only_below_FeNi", "Ni_only_below_FeNi",
-             "density_vs_measured"}
 
 
 # ------------------------------------------------------------------- minimal DevTools client
