@@ -16,7 +16,9 @@ Verdicts (every comparison row): a claim is a difference d with uncertainty s (r
 quadrature for a difference of two systems). d > 2 s: "yes", d < -2 s: "no", otherwise "inconclusive";
 no finite s: "inconclusive". Ordering claims use d = (the paper's larger) - (the paper's smaller);
 value claims use d = tolerance - |ours - paper| (the tolerance is stated in the row). Rows our data
-cannot give say why, with verdict "not available".
+cannot give say why, with verdict "not available". Protocol checks close the table (density stopped
+drifting, Na+ diffusive); a yes/no claim at a temperature where a check failed becomes "inconclusive",
+its note naming the failed check (:func:`withhold_failed_verdicts`).
 
 Outputs in ``out_dir`` (the list is :func:`expected_outputs`): study.json, aggregated.csv,
 comparison.csv, comparison_table.html (fragment), comparison.html (standalone, figures embedded),
@@ -478,7 +480,24 @@ def comparison_rows(agg: dict) -> list[dict]:
                  missing=f"not available: needs an Fe-Ni composite and a {metal}-only host in the run")
 
     rows += density_rows(agg)
-    rows += protocol_check_rows(agg)
+    checks = protocol_check_rows(agg)
+    return withhold_failed_verdicts(rows, checks) + checks
+
+
+def withhold_failed_verdicts(rows: list[dict], checks: list[dict]) -> list[dict]:
+    """A claim decided on runs that failed a protocol check (density still drifting, Na+ not diffusive)
+    is not evidence either way: its yes/no becomes "inconclusive", the note says which check failed."""
+    failed = {}
+    for c in checks:
+        if c["verdict"] == "no":
+            failed.setdefault(c["temperature_K"], []).append(f"{c['system']}: {c['id']}")
+    for r in rows:
+        T = r["temperature_K"]
+        why = failed.get(T) if _finite(T) else sorted({f for fs in failed.values() for f in fs})
+        if why and r["verdict"] in ("yes", "no"):
+            r["note"] = "; ".join(filter(None, [r["note"], f"verdict withheld (was {r['verdict']}): protocol check failed "
+                                                f"({', '.join(why)})"]))
+            r["verdict"] = "inconclusive"
     return rows
 
 

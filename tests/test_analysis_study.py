@@ -183,6 +183,11 @@ def test_protocol_check_rows_flag_drifting_density_and_subdiffusive_na(tmp_path)
     assert plateau["PEO"]["verdict"] == "no" and "rep0: +4." in plateau["PEO"]["ours"]
     beta = {r["system"]: r for r in rows if r["id"] == "na_msd_diffusive"}
     assert beta["PEO"]["verdict"] == "yes" and beta["CPE-10"]["verdict"] == "no" and "0.55" in beta["CPE-10"]["ours"]
+    # the D ordering is decisive in the numbers (2e-6 vs ~2e-7) but rests on failed checks: withheld
+    d_row = [r for r in rows if r["id"] == "D_Na_composite_gt_plain"][0]
+    assert d_row["difference"] > 2 * d_row["sigma_combined"]
+    assert d_row["verdict"] == "inconclusive" and "verdict withheld (was yes)" in d_row["note"]
+    assert "CPE-10: na_msd_diffusive" in d_row["note"] and "PEO: density_plateau" in d_row["note"]
 
 
 def test_cli_writes_the_outputs_the_rule_declares(tmp_path):
