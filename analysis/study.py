@@ -177,7 +177,7 @@ def density_drift(time_ps, density, n_blocks: int = 5, tolerance: float = DRIFT_
     x = np.array([t[i].mean() for i in idx])
     y = np.array([rho[i].mean() for i in idx])
     A = np.vstack([x - x.mean(), np.ones_like(x)]).T
-    (slope, _), res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    (slope, _), *_ = np.linalg.lstsq(A, y, rcond=None)
     resid = y - A @ np.array([slope, y.mean()])
     slope_sigma = math.sqrt(float(resid @ resid) / (nb - 2) / float(((x - x.mean()) ** 2).sum()))
     drift, drift_sigma = slope * out["window_ps"], slope_sigma * out["window_ps"]

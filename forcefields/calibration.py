@@ -690,5 +690,6 @@ def load_overrides(path) -> dict:
         ok = False
     if not ok:
         raise ConfigError(f"--calibration: {path} is not a calibration.json (needs fitted.{{Fe,Ni,Cu}}.sigma_nm/epsilon_kj_mol)")
-    keys = ("metal", "target_eV", "achieved_eV", "charge_scale", "mof_charge_scale")
-    return {k: data.get(k) for k in keys} | {"fitted": fitted, "file": str(path)}
+    keys = ("metal", "target_eV", "achieved_eV", "charge_scale")
+    # files written before mof_charge_scale existed were fitted with the full MOF charges
+    return {k: data.get(k) for k in keys} | {"mof_charge_scale": data.get("mof_charge_scale", 1.0), "fitted": fitted, "file": str(path)}

@@ -67,15 +67,12 @@ def cmd_build(args):
 def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
     """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi."""
     from forcefields.calibration import load_overrides
-
     from forcefields.parametrise import DEFAULT_SCALES
 
     cal = load_overrides(calibration_file)
     # a pair fitted under one charge model reproduces its target only under that model
     for key, default in DEFAULT_SCALES.items():
         fitted_at = cal.get(key)
-        if fitted_at is None and key == "mof_charge_scale":
-            fitted_at = default  # calibration.json files written before the key existed used the full charges
         used = ff_cfg.get(key, default)
         if fitted_at is not None and not math.isclose(float(fitted_at), float(used), rel_tol=1e-9):
             raise ConfigError(
