@@ -1,4 +1,4 @@
-"""Analysis of production trajectories (MDAnalysis-based; nm and ps inside, see pipeline.units).
+"""Analysis of production trajectories (MDAnalysis-based; nm and ps inside, see spemd.units).
 
 Modules: rdf (g(r), n(r), first shell), msd (FFT MSD, D with block uncertainty, replica combination,
 Yeh-Hummer), conductivity (Nernst-Einstein, Einstein-Helfand, t+), pairing (free/CIP/AGG, residence

@@ -1,7 +1,7 @@
 """Shared helpers of the analysis package: loading, selections, time axis, unwrapping, fitting.
 
 MDAnalysis works in Angstrom and ps; this package works in nm and ps. Coordinates cross the boundary
-only through :mod:`pipeline.units` (``angstrom_to_nm``/``nm_to_angstrom``).
+only through :mod:`spemd.units` (``angstrom_to_nm``/``nm_to_angstrom``).
 
 Unwrapping (used by MSD and conductivity): positions of a wrapped trajectory are made continuous by
 accumulating frame-to-frame minimum-image displacements,
@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.units import angstrom_to_nm
+from spemd.errors import InputError
+from spemd.units import angstrom_to_nm
 
 #: Relative tolerance on frame spacing: frames are "equally spaced" when every interval is within it.
 TIME_SPACING_RTOL = 1e-4
@@ -140,7 +140,7 @@ def compound_layout(group, compound: str):
     if compound == "atoms":
         return None, None, None
     if compound not in ("residues", "molecules"):
-        from pipeline.errors import one_of
+        from spemd.errors import one_of
 
         raise InputError(one_of("compound", compound, ("atoms", "residues", "molecules")))
     keys = group.resindices if compound == "residues" else group.fragindices

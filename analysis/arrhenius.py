@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.units import BOLTZMANN_EV_PER_K
+from spemd.errors import InputError
+from spemd.units import BOLTZMANN_EV_PER_K
 
 
 def _clean(T, y, sigma, label):

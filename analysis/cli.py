@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.files import write_json_atomic, write_text_atomic
-from pipeline.provenance import provenance
-from pipeline.units import nm_to_angstrom
+from spemd.errors import InputError
+from spemd.files import write_json_atomic, write_text_atomic
+from spemd.provenance import provenance
+from spemd.units import nm_to_angstrom
 
-from analysis._common import load_universe, nan_to_none, select
+from spemd.analysis._common import load_universe, nan_to_none, select
 
 KINDS = ("rdf", "msd", "conductivity")
 
@@ -87,8 +87,8 @@ def run(args) -> int:
               "select": args.select, "select2": args.select2}
     figs = out / "figures"
     if kind == "rdf":
-        from analysis.plots import plot_rdf
-        from analysis.rdf import RDF
+        from spemd.analysis.plots import plot_rdf
+        from spemd.analysis.rdf import RDF
 
         g2 = select(u, args.select2, "--select2") if args.select2 else g1
         r = RDF(g1, g2, r_max_nm=args.r_max_nm, bins=args.bins,
@@ -103,8 +103,8 @@ def run(args) -> int:
         plot_rdf([{"r_nm": res.bins_nm, "g": res.rdf, "cn": res.cn, "label": "A-B",
                    "first_shell_radius_nm": res.first_shell_radius_nm}], figs / "rdf")
     elif kind == "msd":
-        from analysis.msd import MSD
-        from analysis.plots import plot_msd
+        from spemd.analysis.msd import MSD
+        from spemd.analysis.plots import plot_msd
 
         m = MSD(g1, compound=args.compound, unwrap=not args.no_unwrap, fit_start_fraction=args.fit_start_fraction,
                 fit_end_fraction=args.fit_end_fraction, n_blocks=args.n_blocks).run(**run_kw)
@@ -117,7 +117,7 @@ def run(args) -> int:
                    "fit_window_ps": res.fit_window_ps, "D_nm2_per_ps": res.D_full_fit_nm2_per_ps,
                    "dim": res.dimension, "beta": res.beta}], figs / "msd")
     else:
-        from analysis.conductivity import Conductivity
+        from spemd.analysis.conductivity import Conductivity
 
         if not args.select2:
             raise InputError("--select2: required for conductivity (the anions); e.g. 'resname TFS'")
@@ -144,10 +144,10 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Standalone entry (``python -m analysis.cli analyse ...``) until pipeline/cli.py hooks it in."""
+    """Standalone entry (``python -m spemd.analysis.cli analyse ...``) until pipeline/cli.py hooks it in."""
     import sys
 
-    from pipeline.errors import SpemdError
+    from spemd.errors import SpemdError
 
     parser = argparse.ArgumentParser(prog="spemd")
     add_analyse_parser(parser.add_subparsers(dest="command", required=True))

@@ -30,12 +30,12 @@ from __future__ import annotations
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angstrom_to_nm, nm2_per_ps_to_cm2_per_s
+from spemd.errors import ConfigError, InputError
+from spemd.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angstrom_to_nm, nm2_per_ps_to_cm2_per_s
 
-from analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
+from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
                               frame_spacing_ps)
-from analysis.msd import fit_diffusion, fit_window, msd_fft
+from spemd.analysis.msd import fit_diffusion, fit_window, msd_fft
 
 
 def _prefactor_S_per_cm(volume_nm3: float, temperature_K: float) -> float:

@@ -40,16 +40,16 @@ from __future__ import annotations
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
-from pipeline.errors import ConfigError, InputError, one_of
-from pipeline.units import (BOLTZMANN_J_PER_K, M_PER_CM, M_PER_NM, angstrom_to_nm, cm2_per_s_to_nm2_per_ps,
+from spemd.errors import ConfigError, InputError, one_of
+from spemd.units import (BOLTZMANN_J_PER_K, M_PER_CM, M_PER_NM, angstrom_to_nm, cm2_per_s_to_nm2_per_ps,
                            nm2_per_ps_to_cm2_per_s)
 
-from analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
+from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
                               frame_spacing_ps, linear_fit)
 
 MSD_TYPES = ("xyz", "xy", "xz", "yz", "x", "y", "z")
 YEH_HUMMER_XI = 2.837297
-#: m per cm; pipeline.units has no metre conversions yet (SI viscosity needs them).
+#: m per cm; spemd.units has no metre conversions yet (SI viscosity needs them).
 
 
 def msd_fft(positions, chunk_columns: int = 3072) -> np.ndarray:

@@ -27,10 +27,10 @@ import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 from MDAnalysis.lib.distances import capped_distance
 
-from pipeline.errors import ConfigError
-from pipeline.units import nm_to_angstrom
+from spemd.errors import ConfigError
+from spemd.units import nm_to_angstrom
 
-from analysis._common import check_atomgroup, frame_spacing_ps, require_box
+from spemd.analysis._common import check_atomgroup, frame_spacing_ps, require_box
 
 
 class IonPairing(AnalysisBase):

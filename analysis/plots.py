@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.files import atomic_path  # noqa: E402
-from pipeline.units import nm_to_angstrom  # noqa: E402
+from spemd.files import atomic_path  # noqa: E402
+from spemd.units import nm_to_angstrom  # noqa: E402
 
 
 def _save(fig, stem) -> list[Path]:
@@ -97,7 +97,7 @@ def plot_arrhenius(temperatures_K, values, sigmas, fit, stem, ylabel="D (cm²/s)
     err = None if sigmas is None else np.asarray(sigmas, dtype=float)
     ax.errorbar(1000.0 / T, y, yerr=err, fmt="o", capsize=3)
     if fit is not None:
-        from pipeline.units import BOLTZMANN_EV_PER_K
+        from spemd.units import BOLTZMANN_EV_PER_K
 
         x = np.linspace(T.min(), T.max(), 50)
         ax.plot(1000.0 / x, np.exp(fit["ln_prefactor"] - fit["Ea_eV"] / (BOLTZMANN_EV_PER_K * x)), "k--",

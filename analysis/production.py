@@ -39,17 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.files import write_json_atomic, write_text_atomic
-from pipeline.provenance import provenance
-from pipeline.units import nm_to_angstrom
+from spemd.errors import ConfigError, InputError
+from spemd.files import write_json_atomic, write_text_atomic
+from spemd.provenance import provenance
+from spemd.units import nm_to_angstrom
 
-from analysis._common import half_min_width_nm, load_universe, nan_to_none, run_together, select
-from analysis.conductivity import conductivity_from_positions
-from analysis.msd import MSD, fit_window
-from analysis.pairing import IonPairing
-from analysis.plots import plot_msd, plot_rdf
-from analysis.rdf import RDF
+from spemd.analysis._common import half_min_width_nm, load_universe, nan_to_none, run_together, select
+from spemd.analysis.conductivity import conductivity_from_positions
+from spemd.analysis.msd import MSD, fit_window
+from spemd.analysis.pairing import IonPairing
+from spemd.analysis.plots import plot_msd, plot_rdf
+from spemd.analysis.rdf import RDF
 
 SELECTIONS = {
     "Na": "resname NA",

@@ -31,10 +31,10 @@ import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 from MDAnalysis.lib.distances import capped_distance
 
-from pipeline.errors import ConfigError, InputError, one_of
-from pipeline.units import nm_to_angstrom
+from spemd.errors import ConfigError, InputError, one_of
+from spemd.units import nm_to_angstrom
 
-from analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
+from spemd.analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
 
 EXCLUDE_CHOICES = (None, "residue")
 KERNELS = ("kdtree", "capped")

@@ -40,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.files import write_json_atomic, write_text_atomic
-from pipeline.provenance import provenance
-from pipeline.units import BOLTZMANN_EV_PER_K
+from spemd.errors import InputError
+from spemd.files import write_json_atomic, write_text_atomic
+from spemd.provenance import provenance
+from spemd.units import BOLTZMANN_EV_PER_K
 
-from analysis.msd import combine_estimates
-from analysis.paper import PAPER, PAPER_CITATION, peo_melt_density_g_cm3
-from analysis.summary import _get, _identity, read_transport
+from spemd.analysis.msd import combine_estimates
+from spemd.analysis.paper import PAPER, PAPER_CITATION, peo_melt_density_g_cm3
+from spemd.analysis.summary import _get, _identity, read_transport
 
 K_SIGMA = 2.0
 DENSITY_TOLERANCE = 0.03
@@ -327,7 +327,7 @@ def _arrhenius_points(points, system, q):
 
 def arrhenius_with_prediction(T, y, s, T_target=None) -> dict:
     """analysis.arrhenius.arrhenius_fit plus ln y at `T_target` with its standard error (full covariance)."""
-    from analysis.arrhenius import arrhenius_fit
+    from spemd.analysis.arrhenius import arrhenius_fit
 
     fit = arrhenius_fit(T, y, s)
     if T_target is None:
@@ -640,7 +640,7 @@ def make_figures(agg: dict, runs: list[dict], figures_dir) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.plots import _save, plot_msd, plot_rdf
+    from spemd.analysis.plots import _save, plot_msd, plot_rdf
 
     figures_dir = Path(figures_dir)
     systems, points = agg["systems"], agg["points"]
@@ -852,7 +852,7 @@ def run_study(transport_paths, out_dir, systems_cfg: dict | None = None, npt_sta
     write_text_atomic(out_dir / "comparison.csv", rows_csv(rows))
     write_text_atomic(out_dir / "comparison_table.html", table_html(rows))
     write_text_atomic(out_dir / "comparison.html", page_html(rows, pngs))
-    from analysis._common import nan_to_none
+    from spemd.analysis._common import nan_to_none
 
     record = nan_to_none({
         "paper": PAPER_CITATION, "systems": agg["systems"], "selection": pick_systems(agg["systems"]),

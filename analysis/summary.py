@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.files import write_text_atomic
+from spemd.errors import InputError
+from spemd.files import write_text_atomic
 
-from analysis.msd import combine_estimates
+from spemd.analysis.msd import combine_estimates
 
 #: (column, uncertainty column or None, getter path in transport.json)
 COLUMNS = (

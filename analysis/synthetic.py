@@ -1,7 +1,7 @@
 """Synthetic Universes with known answers, for tests, validation and the benchmark.
 
 All builders return an in-memory MDAnalysis Universe (``Universe.empty`` + ``MemoryReader``) with
-lengths in nm on the way in (converted to MDAnalysis' Angstrom with pipeline.units) and a frame
+lengths in nm on the way in (converted to MDAnalysis' Angstrom with spemd.units) and a frame
 interval ``dt_ps``. Everything is deterministic for a given seed.
 
 - :func:`brownian_universe`: independent Brownian particles, MSD(t) = 2 d D t exactly in expectation
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.units import nm_to_angstrom
+from spemd.units import nm_to_angstrom
 
 
 def _universe(n_atoms, coords_nm, box_nm, dt_ps, resnames=None, names=None, resids=None, masses=None):

@@ -29,7 +29,7 @@ import numpy as np
 def write_trajectory(path, n_atoms, n_frames, n_na, n_o, box_nm, seed=0):
     import MDAnalysis as mda
 
-    from pipeline.units import nm_to_angstrom
+    from spemd.units import nm_to_angstrom
 
     rng = np.random.default_rng(seed)
     u = mda.Universe.empty(n_atoms, n_residues=n_atoms, atom_resindex=np.arange(n_atoms), trajectory=True)
@@ -52,9 +52,9 @@ def write_trajectory(path, n_atoms, n_frames, n_na, n_o, box_nm, seed=0):
 
 
 def ours(u):
-    from analysis._common import run_together
-    from analysis.msd import MSD
-    from analysis.rdf import RDF
+    from spemd.analysis._common import run_together
+    from spemd.analysis.msd import MSD
+    from spemd.analysis.rdf import RDF
 
     na, o = u.select_atoms("name NA"), u.select_atoms("name O")
     rdf = RDF(na, o, r_max_nm=1.0, bins=200)
@@ -80,8 +80,8 @@ def mdanalysis(u):
 
 
 def rdf_peak_memory(top, trj, n_frames):
-    from analysis._common import load_universe
-    from analysis.rdf import RDF
+    from spemd.analysis._common import load_universe
+    from spemd.analysis.rdf import RDF
 
     u = load_universe(top, trj)
     na, o = u.select_atoms("name NA"), u.select_atoms("name O")
@@ -109,9 +109,9 @@ def main(argv=None):
     import scipy.stats  # noqa: F401
     import tidynamics  # noqa: F401
 
-    import analysis._common  # noqa: F401
-    import analysis.msd  # noqa: F401
-    import analysis.rdf  # noqa: F401
+    import spemd.analysis._common  # noqa: F401
+    import spemd.analysis.msd  # noqa: F401
+    import spemd.analysis.rdf  # noqa: F401
     with tempfile.TemporaryDirectory() as tmp:
         trj = Path(tmp) / "bench.dcd"
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from systems.build import build_box
+from spemd.systems.build import build_box
 
 TARGET_S = 60.0
 SEED = 2025
@@ -46,7 +46,7 @@ def main() -> None:
             )
             print(f"  build_box: {dt:.1f} s = {dt / TARGET_S:.2f} x the {TARGET_S:.0f} s target (start density {density:g} g/cm3)", flush=True)
             if args.parametrise and name == "CPE-10":
-                from forcefields.parametrise import parametrise
+                from spemd.forcefields.parametrise import parametrise
 
                 t0 = time.perf_counter()
                 parametrise(where / "build" / "box.pdb", FF, where / "params")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from forcefields.calibration import PAPER_TARGETS_EV, adsorption_energy_details, pair_overrides  # noqa: E402
-from forcefields.library import xml_path  # noqa: E402
-from pipeline.files import write_json_atomic  # noqa: E402
-from pipeline.provenance import provenance  # noqa: E402
+from spemd.forcefields.calibration import PAPER_TARGETS_EV, adsorption_energy_details, pair_overrides  # noqa: E402
+from spemd.forcefields.library import xml_path  # noqa: E402
+from spemd.files import write_json_atomic  # noqa: E402
+from spemd.provenance import provenance  # noqa: E402
 
 
 def scan(metals, scales, charge_scale: float) -> list[dict]:

@@ -28,10 +28,10 @@ from openmm import unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import engine  # noqa: E402
-from pipeline.files import write_json_atomic  # noqa: E402
-from pipeline.platforms import select_platform  # noqa: E402
-from pipeline.testsystems import water_params  # noqa: E402
+from spemd.pipeline import engine  # noqa: E402
+from spemd.files import write_json_atomic  # noqa: E402
+from spemd.pipeline.platforms import select_platform  # noqa: E402
+from spemd.pipeline.testsystems import water_params  # noqa: E402
 
 WATER_PER_NM3 = 33.4
 CUTOFF_NM = 0.9

@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $BUND
 python3 benchmarks/engine_overhead.py --platform CUDA --atoms 23682 --time-ps 100 --out $BUNDLE/engine_overhead_cuda.json 2>&1 | tail -4
 python3 benchmarks/engine_overhead.py --platform OpenCL --atoms 23682 --time-ps 50 --out $BUNDLE/engine_overhead_opencl.json 2>&1 | tail -4
 for system in PEO CPE-10; do  # parametrise here: system.xml (~25 MB each) would not fit the transfer limit
-    python3 -c "import sys, yaml; from pathlib import Path; from forcefields.parametrise import parametrise; from pipeline.config import load_config; parametrise(Path(sys.argv[1]), load_config('config/paper.yaml')['forcefield'], Path(sys.argv[2]))" \
+    python3 -c "import sys, yaml; from pathlib import Path; from forcefields.parametrise import parametrise; from spemd.config import load_config; parametrise(Path(sys.argv[1]), load_config('config/paper.yaml')['forcefield'], Path(sys.argv[2]))" \
         gpu_inputs/$system/box.pdb gpu_params/$system || exit 1
 done
 python3 benchmarks/paper_slice.py --params gpu_params/PEO gpu_params/CPE-10 --temperature 353 \
@@ -22,7 +22,7 @@ python3 benchmarks/paper_slice.py --params gpu_params/PEO gpu_params/CPE-10 --te
 python3 - <<'PY'
 import gzip, json, os, shutil
 from pathlib import Path
-from pipeline.dcd import HEADER_BYTES, read_header, truncate_dcd
+from spemd.pipeline.dcd import HEADER_BYTES, read_header, truncate_dcd
 out, bundle = Path(os.environ["OUT"]), Path("gpu_results")
 shutil.copy("slice/slice_summary.json", bundle / "slice_summary.json")
 for system in ("PEO", "CPE-10"):

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import engine  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.cli import resolve_stage_temperature  # noqa: E402
+from spemd.pipeline import engine  # noqa: E402
+from spemd.config import load_config  # noqa: E402
+from spemd.pipeline.cli import resolve_stage_temperature  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.production import analyse_production  # noqa: E402
-from analysis.study import run_study  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.files import write_json_atomic  # noqa: E402
-from pipeline.provenance import provenance  # noqa: E402
+from spemd.analysis.production import analyse_production  # noqa: E402
+from spemd.analysis.study import run_study  # noqa: E402
+from spemd.config import load_config  # noqa: E402
+from spemd.files import write_json_atomic  # noqa: E402
+from spemd.provenance import provenance  # noqa: E402
 
 STAGES = ("anneal", "compress", "cool", "equilibrate", "production")
 

@@ -26,7 +26,7 @@ Force-field adsorption energy (:func:`adsorption_energy_kj_mol`)
   to the slab; it is then beyond the LJ cutoff, and the box-dependent terms (net-charge background,
   the LJ dispersion correction, which depends on the pair table) are the same in both states and
   cancel.
-* E_ads = E_bound - E_far (kJ/mol; reported also in eV via ``pipeline.units.KJ_PER_MOL_PER_EV``).
+* E_ads = E_bound - E_far (kJ/mol; reported also in eV via ``spemd.units.KJ_PER_MOL_PER_EV``).
 * Reproducibility: plain Ewald summation (not PME) on ONE CPU thread (CUDA: DeterministicForces), so
   that the same inputs give bitwise the same E_ads. Measured on the Ni model, three repeats each: PME
   on one thread gave -3.7796, -3.8373, -3.7801 eV (the CPU PME's FFT plans are chosen by timing, and
@@ -84,15 +84,15 @@ import openmm.app as app
 import openmm.unit as u
 from scipy.optimize import brentq
 
-from forcefields.library import xml_path
-from forcefields.parametrise import METAL_TYPES, TFSI_O_TYPE, create_system
-from pipeline.errors import BuildError, ConfigError, SimulationError, one_of
-from pipeline.files import write_json_atomic
-from pipeline.provenance import provenance
-from pipeline.units import KJ_PER_MOL_PER_EV
-from systems import molecules
-from systems.build import _append
-from systems.mof import AXIAL_SITE_NM, EXPOSED_FACE_NM, METALS, build_slab
+from spemd.forcefields.library import xml_path
+from spemd.forcefields.parametrise import METAL_TYPES, TFSI_O_TYPE, create_system
+from spemd.errors import BuildError, ConfigError, SimulationError, one_of
+from spemd.files import write_json_atomic
+from spemd.provenance import provenance
+from spemd.units import KJ_PER_MOL_PER_EV
+from spemd.systems import molecules
+from spemd.systems.build import _append
+from spemd.systems.mof import AXIAL_SITE_NM, EXPOSED_FACE_NM, METALS, build_slab
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from pipeline.errors import InputError
-from pipeline.files import atomic_path, write_json_atomic
-from forcefields.library import FF_DIR
-from forcefields.parametrise import create_system
-from pipeline.provenance import provenance, sha256_file
+from spemd.errors import InputError
+from spemd.files import atomic_path, write_json_atomic
+from spemd.forcefields.library import FF_DIR
+from spemd.forcefields.parametrise import create_system
+from spemd.provenance import provenance, sha256_file
 
 KJ_PER_KCAL = 4.184
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ConfigError, one_of
+from spemd.errors import ConfigError, one_of
+from spemd.resources import forcefield_dir, forcefield_xml
 
-FF_DIR = Path(__file__).resolve().parent
+FF_DIR = forcefield_dir()
 SODIUM_SETS = {"aqvist": "sodium_aqvist.xml", "joung_cheatham_spce": "sodium_joung_cheatham_spce.xml"}
 MOF_XML = "mof.xml"
 
 
-def xml_path(name: str) -> Path:
-    return FF_DIR / name
+xml_path = forcefield_xml
 
 
 def xml_files(ff_cfg: dict, with_mof: bool) -> list[Path]:

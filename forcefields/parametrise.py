@@ -20,10 +20,10 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from forcefields.library import xml_files
-from pipeline.errors import ConfigError, InputError
-from pipeline.files import atomic_path, write_json_atomic
-from pipeline.provenance import provenance, sha256_file
+from spemd.forcefields.library import xml_files
+from spemd.errors import ConfigError, InputError
+from spemd.files import atomic_path, write_json_atomic
+from spemd.provenance import provenance, sha256_file
 
 ION_RESIDUES = ("NA", "TFS")
 MOF_RESIDUES = ("BTC", "FE", "NI", "CU")

@@ -17,8 +17,8 @@ import math
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config, replica_seed, validate_sections
-from pipeline.errors import ConfigError, SpemdError
+from spemd.config import load_config, replica_seed, validate_sections
+from spemd.errors import ConfigError, SpemdError
 
 EXIT_ERROR = 1
 #: EX_TEMPFAIL: the stage checkpointed and stopped before its wall-time budget ran out.
@@ -48,7 +48,7 @@ def cmd_validate(args):
 
 
 def cmd_build(args):
-    from systems.build import build_box
+    from spemd.systems.build import build_box
 
     config = _config(args)
     if args.system not in config["systems"]:
@@ -66,8 +66,8 @@ def cmd_build(args):
 
 def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
     """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi."""
-    from forcefields.calibration import load_overrides
-    from forcefields.parametrise import DEFAULT_SCALES
+    from spemd.forcefields.calibration import load_overrides
+    from spemd.forcefields.parametrise import DEFAULT_SCALES
 
     cal = load_overrides(calibration_file)
     # a pair fitted under one charge model reproduces its target only under that model
@@ -84,7 +84,7 @@ def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
 
 
 def cmd_parametrise(args):
-    from forcefields.parametrise import parametrise
+    from spemd.forcefields.parametrise import parametrise
 
     config = _config(args)
     ff_cfg = config.get("forcefield", {})
@@ -94,7 +94,7 @@ def cmd_parametrise(args):
 
 
 def cmd_calibrate(args):
-    from forcefields.calibration import calibrate
+    from spemd.forcefields.calibration import calibrate
 
     config = _config(args)
     record = calibrate(args.metal, config.get("forcefield", {}), config.get("calibration", {}), Path(args.out))
@@ -107,7 +107,7 @@ def cmd_calibrate(args):
 
 
 def cmd_export(args):
-    from forcefields import export
+    from spemd.forcefields import export
 
     fn = {"gromacs": export.export_gromacs, "amber": export.export_amber}[args.format]
     fn(Path(args.params), Path(args.out))
@@ -117,7 +117,7 @@ def _device_claim(platform_cfg: dict):
     """Hold one GPU (workstation pinning, pipeline.gpus) unless the run is CPU-only."""
     from contextlib import nullcontext
 
-    from pipeline.gpus import claim_gpu
+    from spemd.pipeline.gpus import claim_gpu
 
     if platform_cfg.get("name", "auto") in ("CPU", "Reference"):
         return nullcontext()
@@ -125,7 +125,7 @@ def _device_claim(platform_cfg: dict):
 
 
 def cmd_minimise(args):
-    from pipeline.engine import minimise
+    from spemd.pipeline.engine import minimise
 
     config = _config(args)
     with _device_claim(config.get("platform", {})):
@@ -151,7 +151,7 @@ def resolve_stage_temperature(stage: dict, run_temperature_K: float) -> dict:
 
 
 def cmd_md(args):
-    from pipeline.engine import StageIncomplete, run_stage
+    from spemd.pipeline.engine import StageIncomplete, run_stage
 
     config = _config(args)
     stage = resolve_stage_temperature(_stage(config, args.stage), args.temperature)
@@ -175,7 +175,7 @@ def cmd_md(args):
 
 
 def cmd_analyse_run(args):
-    from analysis.production import analyse_production
+    from spemd.analysis.production import analyse_production
 
     config = _config(args)
     ff = json.loads((Path(args.params) / "forcefield.json").read_text())
@@ -191,7 +191,7 @@ def cmd_analyse_run(args):
 
 
 def cmd_summarise(args):
-    from analysis.summary import summarise
+    from spemd.analysis.summary import summarise
 
     summarise([Path(p) for p in args.transport], Path(args.out))
 
@@ -264,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("transport", nargs="+")
     p.set_defaults(func=cmd_summarise)
 
-    from analysis.cli import add_analyse_parser
-    from analysis.study import add_study_parser
+    from spemd.analysis.cli import add_analyse_parser
+    from spemd.analysis.study import add_study_parser
 
     add_analyse_parser(sub)
     add_study_parser(sub)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import SimulationError
+from spemd.errors import SimulationError
 
 AKMA_TIME_PS = 0.04888821
 HEADER_BYTES = 276

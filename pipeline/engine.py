@@ -36,12 +36,12 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-from pipeline.dcd import truncate_dcd
-from pipeline.errors import ConfigError, InputError, SimulationError, one_of
-from pipeline.files import atomic_path, write_json_atomic, write_text_atomic
-from pipeline.platforms import describe_context, select_platform
-from pipeline.provenance import provenance
-from pipeline.reporters import (
+from spemd.pipeline.dcd import truncate_dcd
+from spemd.errors import ConfigError, InputError, SimulationError, one_of
+from spemd.files import atomic_path, write_json_atomic, write_text_atomic
+from spemd.pipeline.platforms import describe_context, select_platform
+from spemd.provenance import provenance
+from spemd.pipeline.reporters import (
     BlowUp,
     DCDTrajectoryReporter,
     ProgressLogReporter,

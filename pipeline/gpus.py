@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Iterator, MutableMapping, Sequence
 
-from pipeline.errors import SimulationError
+from spemd.errors import SimulationError
 
 ENV_DEVICES = "SPEMD_GPUS"
 ENV_LOCK_DIR = "SPEMD_GPU_LOCK_DIR"
@@ -149,7 +149,7 @@ def claim_gpu(
     Sets ``CUDA_VISIBLE_DEVICES`` in `environ` (default ``os.environ``) to the claimed device for the
     block and restores the previous value afterwards. Waits while all devices are claimed, up to
     `timeout` seconds (default ``$SPEMD_GPU_WAIT_SECONDS``, else forever), then raises
-    :class:`~pipeline.errors.SimulationError`.
+    :class:`~spemd.errors.SimulationError`.
     """
     env = os.environ if environ is None else environ
     say = log if log is not None else (lambda msg: print(f"[spemd.gpus] {msg}", file=sys.stderr, flush=True))
@@ -223,7 +223,7 @@ def _pinned(env: MutableMapping[str, str], device: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.gpus``: print what this machine offers (for docs/running.md)."""
+    """``python -m spemd.pipeline.gpus``: print what this machine offers (for docs/running.md)."""
     devices = visible_devices()
     print(f"devices: {','.join(devices) or '(none)'}")
     print(f"count: {len(devices)}")

@@ -20,7 +20,7 @@ import os
 
 import openmm
 
-from pipeline.errors import ConfigError, SimulationError, one_of
+from spemd.errors import ConfigError, SimulationError, one_of
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from pipeline.dcd import DCDWriter
-from pipeline.errors import SimulationError
-from pipeline.files import atomic_path
+from spemd.pipeline.dcd import DCDWriter
+from spemd.errors import SimulationError
+from spemd.files import atomic_path
 
 CSV_COLUMNS = (
     "Time (ps)",

@@ -2,13 +2,13 @@
 import json
 import sys
 
-from pipeline.config import validate_config
-from pipeline.gpus import count_gpus
-from pipeline.errors import ConfigError
+from spemd.config import validate_config
+from spemd.pipeline.gpus import count_gpus
+from spemd.errors import ConfigError
 
 
 try:
-    # JSON Schema validation (pipeline/schema/config.schema.yaml) before any job is scheduled; fills defaults.
+    # JSON Schema validation (spemd/schema/config.schema.yaml) before any job is scheduled; fills defaults.
     CONFIG = validate_config(config)
 except ConfigError as exc:
     sys.stderr.write(f"config error: {exc}\n")

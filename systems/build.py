@@ -27,11 +27,11 @@ import openmm.unit as u
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from pipeline import units
-from pipeline.errors import BuildError, ConfigError, one_of
-from pipeline.files import atomic_path, write_json_atomic
-from pipeline.provenance import provenance
-from systems import molecules
+from spemd import units
+from spemd.errors import BuildError, ConfigError, one_of
+from spemd.files import atomic_path, write_json_atomic
+from spemd.provenance import provenance
+from spemd.systems import molecules
 
 MOF_METALS = ("FeNi", "Fe", "Ni", "Cu")
 MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
@@ -290,7 +290,7 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
 
     slab = None
     if wt > 0:
-        from systems.mof import build_slab
+        from spemd.systems.mof import build_slab
 
         cells = tuple(spec.get("mof_cells", (1, 1, 1)))
         slab = build_slab(spec.get("mof_metal", "FeNi"), cells)

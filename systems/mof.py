@@ -100,8 +100,8 @@ import numpy as np
 import openmm.app as app
 import openmm.unit as u
 
-from pipeline.errors import BuildError, ConfigError, one_of
-from pipeline.units import angstrom_to_nm, density_g_per_cm3
+from spemd.errors import BuildError, ConfigError, one_of
+from spemd.units import angstrom_to_nm, density_g_per_cm3
 
 #: Cubic lattice constant of Cu3(BTC)2 (Chui et al. 1999), Angstrom.
 A_CELL_ANGSTROM = 26.343

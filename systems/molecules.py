@@ -21,8 +21,8 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from forcefields.library import xml_path
-from pipeline.errors import BuildError, ConfigError
+from spemd.resources import forcefield_xml
+from spemd.errors import BuildError, ConfigError
 
 # Equilibrium geometry of the OPLS-AA ether model (forcefields/peo.xml), nm and degrees.
 R_CO = 0.141
@@ -353,7 +353,7 @@ def _tfsi_relaxed_nm() -> np.ndarray:
     xyz = _zmatrix_to_xyz(_TFSI_ZMAT)
     start = np.array([xyz[n] for n in _TFSI_ORDER]) * 0.1
     top = _tfsi_topology()
-    ff = app.ForceField(str(xml_path("tfsi.xml")))
+    ff = app.ForceField(str(forcefield_xml("tfsi.xml")))
     system = ff.createSystem(top, nonbondedMethod=app.NoCutoff, constraints=None)
     integrator = openmm.VerletIntegrator(0.001)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))

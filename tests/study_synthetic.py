@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.units import BOLTZMANN_EV_PER_K, cm2_per_s_to_nm2_per_ps
+from spemd.units import BOLTZMANN_EV_PER_K, cm2_per_s_to_nm2_per_ps
 
 #: every row id of analysis.study's comparison table (claims of the paper, then our own protocol checks)
 CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_with_MOF", "D_Na_composite_gt_plain",

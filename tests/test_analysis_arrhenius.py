@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from analysis.arrhenius import arrhenius_fit, vft_fit
-from pipeline.errors import InputError
-from pipeline.units import BOLTZMANN_EV_PER_K
+from spemd.analysis.arrhenius import arrhenius_fit, vft_fit
+from spemd.errors import InputError
+from spemd.units import BOLTZMANN_EV_PER_K
 
 
 def test_arrhenius_recovers_known_Ea():

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.cli import add_analyse_parser, main
-from pipeline.errors import InputError
+from spemd.analysis.cli import add_analyse_parser, main
+from spemd.errors import InputError
 
 DATA = Path(__file__).parent / "data"
 COMMON = ["--topology", str(DATA / "tiny_electrolyte.pdb"), "--trajectory", str(DATA / "tiny_electrolyte.dcd")]

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from analysis.conductivity import Conductivity, conductivity_from_positions, einstein_helfand, nernst_einstein
-from analysis.synthetic import brownian_positions, electrolyte_universe
-from pipeline.errors import ConfigError
+from spemd.analysis.conductivity import Conductivity, conductivity_from_positions, einstein_helfand, nernst_einstein
+from spemd.analysis.synthetic import brownian_positions, electrolyte_universe
+from spemd.errors import ConfigError
 
 
 def test_nernst_einstein_equals_hand_formula():

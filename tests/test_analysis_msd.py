@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from MDAnalysis.analysis.msd import EinsteinMSD
 
-from analysis.msd import MSD, combine_estimates, fit_diffusion, msd_fft, yeh_hummer_correction_nm2_per_ps
-from analysis.synthetic import ballistic_universe, brownian_positions, brownian_universe, electrolyte_universe
-from pipeline.errors import InputError
-from pipeline.units import BOLTZMANN_J_PER_K
+from spemd.analysis.msd import MSD, combine_estimates, fit_diffusion, msd_fft, yeh_hummer_correction_nm2_per_ps
+from spemd.analysis.synthetic import ballistic_universe, brownian_positions, brownian_universe, electrolyte_universe
+from spemd.errors import InputError
+from spemd.units import BOLTZMANN_J_PER_K
 
 
 def _direct_msd(x):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis.pairing import IonPairing, residence_correlations, residence_time
-from analysis.synthetic import _universe
+from spemd.analysis.pairing import IonPairing, residence_correlations, residence_time
+from spemd.analysis.synthetic import _universe
 
 
 def _pair_universe():
@@ -38,7 +38,7 @@ def test_residence_correlations_by_hand():
 
 def test_rejects_bad_cutoff():
     u = _pair_universe()
-    from pipeline.errors import ConfigError
+    from spemd.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cutoff_nm"):
         IonPairing(u.select_atoms("resname NA"), u.select_atoms("resname TFS"), float("nan"))

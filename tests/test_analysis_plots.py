@@ -1,7 +1,7 @@
 import numpy as np
 
-from analysis.arrhenius import arrhenius_fit
-from analysis.plots import plot_arrhenius, plot_msd, plot_rdf
+from spemd.analysis.arrhenius import arrhenius_fit
+from spemd.analysis.plots import plot_arrhenius, plot_msd, plot_rdf
 
 
 def test_plots_write_png_and_svg(tmp_path):

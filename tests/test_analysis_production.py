@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.production import analyse_production
-from analysis.summary import summarise
-from pipeline.errors import ConfigError, InputError
+from spemd.analysis.production import analyse_production
+from spemd.analysis.summary import summarise
+from spemd.errors import ConfigError, InputError
 
 DATA = Path(__file__).parent / "data"
 TOP, TRJ = DATA / "tiny_electrolyte.pdb", DATA / "tiny_electrolyte.dcd"

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from MDAnalysis.analysis.rdf import InterRDF
 
-from analysis.rdf import RDF, first_shell
-from analysis.synthetic import _universe, fcc_universe, uniform_universe
-from pipeline.errors import ConfigError, InputError
+from spemd.analysis.rdf import RDF, first_shell
+from spemd.analysis.synthetic import _universe, fcc_universe, uniform_universe
+from spemd.errors import ConfigError, InputError
 
 
 def test_uniform_points_give_g_of_one_within_poisson_noise():
@@ -91,7 +91,7 @@ def test_first_shell_finds_minimum_after_first_peak():
 
 
 def test_kdtree_and_capped_kernels_agree_with_exclusions():
-    from analysis.synthetic import electrolyte_universe
+    from spemd.analysis.synthetic import electrolyte_universe
 
     u, _, _ = electrolyte_universe(n_pairs=15, n_frames=4, seed=9)
     tf = u.select_atoms("resname TFS")

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from analysis.paper import peo_melt_density_g_cm3
-from analysis.study import (add_study_parser, aggregate, comparison_rows, density_check, density_drift, expected_outputs,
+from spemd.analysis.paper import peo_melt_density_g_cm3
+from spemd.analysis.study import (add_study_parser, aggregate, comparison_rows, density_check, density_drift, expected_outputs,
                             load_runs, npt_density, run_study, verdict)
-from pipeline.errors import InputError
-from pipeline.units import BOLTZMANN_EV_PER_K
+from spemd.errors import InputError
+from spemd.units import BOLTZMANN_EV_PER_K
 from study_synthetic import CLAIM_IDS, arrhenius, transport_record, write_paper_like_study, write_run
 
 
@@ -122,7 +122,7 @@ def test_study_table_has_every_row_and_recovers_a_known_activation_energy(tmp_pa
 
 
 def test_arrhenius_fit_through_aggregation_recovers_Ea_of_D(tmp_path):
-    from analysis.study import arrhenius_with_prediction
+    from spemd.analysis.study import arrhenius_with_prediction
 
     T = np.array([333.0, 353.0, 373.0, 393.0])
     D = 2e-3 * np.exp(-0.42 / (BOLTZMANN_EV_PER_K * T))

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_config, replica_seed, validate_config, validate_sections
-from pipeline.errors import ConfigError
+from spemd.config import load_config, replica_seed, validate_config, validate_sections
+from spemd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -103,7 +103,7 @@ def test_replica_seeds_differ():
 
 
 def test_stage_temperature_word_run_is_the_run_temperature():
-    from pipeline.cli import resolve_stage_temperature
+    from spemd.pipeline.cli import resolve_stage_temperature
 
     assert resolve_stage_temperature({"name": "a", "temperature_K": [500, "run"]}, 353.0)["temperature_K"] == [500, 353.0]
     assert resolve_stage_temperature({"name": "a"}, 300.0)["temperature_K"] == 300.0

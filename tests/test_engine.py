@@ -13,11 +13,11 @@ import openmm
 import pytest
 from openmm import unit
 
-from pipeline import engine
-from pipeline.errors import ConfigError, SimulationError
-from pipeline.platforms import available_platforms
-from pipeline.reporters import CSV_COLUMNS
-from pipeline.testsystems import water_params
+from spemd.pipeline import engine
+from spemd.errors import ConfigError, SimulationError
+from spemd.pipeline.platforms import available_platforms
+from spemd.pipeline.reporters import CSV_COLUMNS
+from spemd.pipeline.testsystems import water_params
 
 REF = {"name": "Reference"}
 PROTO = {"timestep_fs": 2.0, "friction_per_ps": 1.0, "pressure_bar": 1.0, "barostat_interval": 5,
@@ -340,7 +340,7 @@ def test_killed_between_final_checkpoint_and_done_json_finishes_without_stepping
     import logging
 
     out = tmp_path / "s"
-    with caplog.at_level(logging.INFO, logger="pipeline.engine"):
+    with caplog.at_level(logging.INFO, logger="spemd.pipeline.engine"):
         engine.run_stage(water, _stage(time_ps=0.08), PROTO, REF, 300.0, 1, None, out)
     assert any("stage s: step 40/40 (100.0%)" in r.getMessage() for r in caplog.records)  # progress line
     frames = _frames(out, water).xyz

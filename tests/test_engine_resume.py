@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline import dcd, engine
-from pipeline.testsystems import water_params
+from spemd.pipeline import dcd, engine
+from spemd.pipeline.testsystems import water_params
 
 PROTO = {"timestep_fs": 2.0, "checkpoint_minutes": 1e-6, "barostat_interval": 10, "minimise_max_iterations": 50}
 STAGE = {"name": "prod", "ensemble": "NPT", "time_ps": 0.24, "trajectory_interval_ps": 0.04, "state_interval_ps": 0.01}
@@ -22,7 +22,7 @@ SEED = 4
 # state row of step KILL_STEP (a frame boundary: the frame is on disk, the checkpoint of that step is not).
 CHILD = r"""
 import os, signal, sys
-from pipeline import dcd, engine, reporters
+from spemd.pipeline import dcd, engine, reporters
 params, out, kill_step = sys.argv[1], sys.argv[2], int(sys.argv[3])
 write = dcd.DCDWriter.write
 def write_and_flush(self, *a):

@@ -11,13 +11,13 @@ import openmm.app as app
 import openmm.unit as u
 import pytest
 
-from forcefields import calibration as cal
-from pipeline.cli import main
-from pipeline.config import validate_config
-from pipeline.errors import ConfigError
-from pipeline.units import KJ_PER_MOL_PER_EV
-from systems import molecules
-from systems.build import _append
+from spemd.forcefields import calibration as cal
+from spemd.pipeline.cli import main
+from spemd.config import validate_config
+from spemd.errors import ConfigError
+from spemd.units import KJ_PER_MOL_PER_EV
+from spemd.systems import molecules
+from spemd.systems.build import _append
 
 FF = {"charge_scale": 0.8}
 FAST = {"n_orientations": 1}  # one start per site keeps each E_ads at a few seconds on 2 cores
@@ -173,7 +173,7 @@ def test_calibration_fitted_at_another_charge_model_is_refused(tmp_path):
               "fitted": {"Fe": {"sigma_nm": 0.45, "epsilon_kj_mol": 0.2}}}
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(record))
-    from pipeline.cli import merge_calibration
+    from spemd.pipeline.cli import merge_calibration
 
     merged = merge_calibration({"charge_scale": 0.8, "mof_charge_scale": 0.3}, path)
     assert merged["metal_o_tfsi"]["Fe"]["sigma_nm"] == 0.45 and merged["calibration"]["mof_charge_scale"] == 0.3

@@ -12,12 +12,12 @@ import openmm.app as app
 import openmm.unit as u
 import pytest
 
-from forcefields.export import _lj_table, export_amber, export_gromacs
-from forcefields.library import FF_DIR
-from forcefields.parametrise import create_system, parametrise
-from pipeline.errors import ConfigError
-from systems import molecules
-from systems.build import _append
+from spemd.forcefields.export import _lj_table, export_amber, export_gromacs
+from spemd.forcefields.library import FF_DIR
+from spemd.forcefields.parametrise import create_system, parametrise
+from spemd.errors import ConfigError
+from spemd.systems import molecules
+from spemd.systems.build import _append
 
 ONE = {"charge_scale": 1.0, "nonbonded_cutoff_nm": 1.0, "hydrogen_mass_amu": None}
 COULOMB = 138.935458  # kJ/mol nm e^-2
@@ -255,7 +255,7 @@ def test_joung_cheatham_sodium_selectable():
 
 @pytest.fixture(scope="module")
 def slab_box():
-    from systems.mof import build_slab
+    from spemd.systems.mof import build_slab
 
     slab = build_slab("FeNi", (1, 1, 1))
     top = app.Topology()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import gpus
-from pipeline.errors import SimulationError
+from spemd.pipeline import gpus
+from spemd.errors import SimulationError
 
 
 def quiet(_msg):
@@ -170,7 +170,7 @@ def test_killed_holder_does_not_leave_a_stale_claim(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from pipeline import gpus
+        from spemd.pipeline import gpus
         with gpus.claim_gpu(devices=["0"], lock_dir={str(tmp_path)!r}, environ={{}}, log=lambda m: None):
             print("claimed", flush=True)
             time.sleep(60)

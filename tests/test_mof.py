@@ -11,9 +11,9 @@ import openmm.app as app
 import openmm.unit as u
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.units import density_g_per_cm3
-from systems import mof
+from spemd.errors import ConfigError
+from spemd.units import density_g_per_cm3
+from spemd.systems import mof
 
 A = mof.A_CELL_ANGSTROM
 ELEMENT_OF = {"M": "M", "O": "O", "Ccarb": "C", "Cring": "C", "CH": "C", "H": "H"}

@@ -3,8 +3,8 @@
 import openmm
 import pytest
 
-from pipeline import platforms
-from pipeline.errors import ConfigError, SimulationError
+from spemd.pipeline import platforms
+from spemd.errors import ConfigError, SimulationError
 
 
 def test_explicit_cpu_uses_thread_env(monkeypatch):

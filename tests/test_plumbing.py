@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from pipeline import units
-from pipeline.files import atomic_path, write_json_atomic
-from pipeline.provenance import provenance, sha256_file
+from spemd import units
+from spemd.files import atomic_path, write_json_atomic
+from spemd.provenance import provenance, sha256_file
 
 
 def test_diffusivity_conversion():

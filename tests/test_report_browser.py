@@ -229,7 +229,7 @@ def _not_blank(png_bytes) -> bool:
 
 # ------------------------------------------------------------------------------- 1: study page
 def test_study_page_renders_every_figure_and_the_table(tmp_path, browser):
-    from analysis.study import run_study
+    from spemd.analysis.study import run_study
 
     paths, cfg = write_paper_like_study(tmp_path, temperatures=(353.0, 393.0), replicas=1)
     rec = run_study(paths, tmp_path / "study", cfg)

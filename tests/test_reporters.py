@@ -8,9 +8,9 @@ import openmm
 import pytest
 from openmm import app, unit
 
-from pipeline import dcd
-from pipeline.errors import SimulationError
-from pipeline.reporters import CSV_COLUMNS, box_mass, degrees_of_freedom, truncate_state_csv
+from spemd.pipeline import dcd
+from spemd.errors import SimulationError
+from spemd.pipeline.reporters import CSV_COLUMNS, box_mass, degrees_of_freedom, truncate_state_csv
 
 
 def _pdb(path, n):

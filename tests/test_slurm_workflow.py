@@ -242,8 +242,8 @@ def test_real_workflow_production_over_several_slurm_jobs(tmp_path, slurm_cluste
     reason = real_workflow_reason()
     if reason:
         pytest.skip(reason)
-    from pipeline.config import load_config, validate_config
-    from pipeline.dcd import read_header
+    from spemd.config import load_config, validate_config
+    from spemd.pipeline.dcd import read_header
 
     import yaml
 

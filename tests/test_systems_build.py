@@ -9,9 +9,9 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-from forcefields.parametrise import create_system
-from pipeline.errors import BuildError, ConfigError
-from systems import build, molecules
+from spemd.forcefields.parametrise import create_system
+from spemd.errors import BuildError, ConfigError
+from spemd.systems import build, molecules
 
 BUILD = {"start_density_g_cm3": 0.5, "packing_tolerance_nm": 0.2}
 FF = {"charge_scale": 0.8, "nonbonded_cutoff_nm": 0.7, "hydrogen_mass_amu": 1.5}

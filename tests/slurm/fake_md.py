@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.files import write_json_atomic
-from pipeline.gpus import claim_gpu
+from spemd.files import write_json_atomic
+from spemd.pipeline.gpus import claim_gpu
 
 EXIT_RERUN_TO_CONTINUE = 75
 

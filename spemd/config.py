@@ -1,6 +1,6 @@
 """Load and validate the workflow configuration.
 
-The schema (``pipeline/schema/config.schema.yaml``) is the single source of truth: it carries a
+The schema (``spemd/schema/config.schema.yaml``) is the single source of truth: it carries a
 description per key, the defaults and the allowed values. Validation happens before anything is
 written; the first error is reported as one line naming the key path and the allowed values.
 Cross-key rules that JSON Schema cannot express neatly (time step vs HMR, chains vs MOF loading) are
@@ -17,14 +17,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from pipeline.errors import ConfigError
+from spemd.errors import ConfigError
 
 SCHEMA_RESOURCE = "schema/config.schema.yaml"
 MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
 
 
 def schema_path() -> Path:
-    return Path(str(resources.files("pipeline").joinpath(SCHEMA_RESOURCE)))
+    return Path(str(resources.files("spemd").joinpath(SCHEMA_RESOURCE)))
 
 
 def load_schema() -> dict:
