@@ -27,6 +27,35 @@ from spemd.units import angstrom_to_nm
 TIME_SPACING_RTOL = 1e-4
 
 
+def dcd_truncation(path) -> str | None:
+    """One line naming the frames if a (little-endian CHARMM/OpenMM) DCD is cut short, else None."""
+    import struct
+
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        head = fh.read(96)
+        if len(head) < 96 or head[:8] != struct.pack("<i", 84) + b"CORD":
+            return None  # another layout: left to the reader
+        title_len = struct.unpack("<i", head[92:96])[0]
+        header = 92 + 8 + title_len + 12  # 84-byte control record, title record, atom-count record
+        head += fh.read(header - 96)
+    if len(head) < header:
+        return f"{path}: truncated inside the header"
+    n_header = struct.unpack("<i", head[8:12])[0]
+    has_box, four_dims = (struct.unpack("<i", head[i:i + 4])[0] == 1 for i in (48, 52))
+    n_atoms = struct.unpack("<i", head[header - 8:header - 4])[0]
+    frame = (56 if has_box else 0) + (4 if four_dims else 3) * (8 + 4 * n_atoms)
+    complete, partial = divmod(os.path.getsize(path) - header, frame)
+    if partial == 0 and n_header in (0, complete):
+        return None
+    text = f"{path}: truncated: {complete} complete frames on disk"
+    if partial:
+        text += f", frame {complete + 1} cut off after {partial} of {frame} bytes"
+    if n_header > complete:
+        text += f"; the header says {n_header} frames (frames {complete + 1}-{n_header} are missing)"
+    return text + f"; only the {complete} complete frames are analysed"
+
+
 def load_universe(topology, trajectory=None, dt_ps=None):
     """An MDAnalysis Universe from topology (+ trajectory); unreadable inputs raise InputError.
 
@@ -37,6 +66,10 @@ def load_universe(topology, trajectory=None, dt_ps=None):
     for label, path in (("topology", topology), ("trajectory", trajectory)):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{label} {os.fspath(path)}: file does not exist")
+    if trajectory is not None and os.fspath(trajectory).lower().endswith(".dcd"):
+        problem = dcd_truncation(trajectory)
+        if problem:  # MDAnalysis reads such a file silently, with fewer frames
+            warnings.warn(problem, stacklevel=2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

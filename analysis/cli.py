@@ -53,7 +53,6 @@ def add_analyse_parser(subparsers):
         else:
             s.add_argument("--fit-start-fraction", type=float, default=0.1)
             s.add_argument("--fit-end-fraction", type=float, default=0.5)
-            s.add_argument("--n-blocks", type=int, default=5)
         if kind == "msd":
             s.add_argument("--compound", choices=("atoms", "residues", "molecules"), default="atoms")
             s.add_argument("--no-unwrap", action="store_true", help="coordinates are already unwrapped")
@@ -107,14 +106,14 @@ def run(args) -> int:
         from spemd.analysis.plots import plot_msd
 
         m = MSD(g1, compound=args.compound, unwrap=not args.no_unwrap, fit_start_fraction=args.fit_start_fraction,
-                fit_end_fraction=args.fit_end_fraction, n_blocks=args.n_blocks).run(**run_kw)
+                fit_end_fraction=args.fit_end_fraction).run(**run_kw)
         res = m.results
         write_text_atomic(out / "msd.csv", _csv(["lag (ps)", "MSD (nm^2)"], res.lagtimes_ps, res.msd_nm2))
         record.update({k: res[k] for k in ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s",
-                                           "D_full_fit_nm2_per_ps", "beta", "beta_ok", "fit_window_ps",
+                                           "diffusive", "no_window_reason", "beta", "beta_range", "fit_window_ps",
                                            "uncertainty_method", "n_particles", "dt_ps")})
         plot_msd([{"lag_ps": res.lagtimes_ps, "msd_nm2": res.msd_nm2, "label": args.select,
-                   "fit_window_ps": res.fit_window_ps, "D_nm2_per_ps": res.D_full_fit_nm2_per_ps,
+                   "fit_window_ps": res.fit_window_ps, "D_nm2_per_ps": res.D_nm2_per_ps,
                    "dim": res.dimension, "beta": res.beta}], figs / "msd")
     else:
         from spemd.analysis.conductivity import Conductivity
@@ -123,14 +122,13 @@ def run(args) -> int:
             raise InputError("--select2: required for conductivity (the anions); e.g. 'resname TFS'")
         g2 = select(u, args.select2, "--select2")
         c = Conductivity(g1, g2, charge_scale=args.charge_scale, temperature_K=args.temperature_K,
-                         fit_start_fraction=args.fit_start_fraction, fit_end_fraction=args.fit_end_fraction,
-                         n_blocks=args.n_blocks).run(**run_kw)
+                         fit_start_fraction=args.fit_start_fraction,
+                         fit_end_fraction=args.fit_end_fraction).run(**run_kw)
         res = c.results
         eh = {k: v for k, v in res.einstein_helfand.items() if not isinstance(v, np.ndarray)}
         record.update({"nernst_einstein": res.nernst_einstein, "einstein_helfand": eh,
-                       "D_cation": {k: v for k, v in res.D_cation.items() if k != "block_D_nm2_per_ps"},
-                       "D_anion": {k: v for k, v in res.D_anion.items() if k != "block_D_nm2_per_ps"},
-                       "haven_ratio": res.haven_ratio})
+                       "D_cation": dict(res.D_cation), "D_anion": dict(res.D_anion),
+                       "haven_ratio": res.haven_ratio, "haven_ratio_err": res.haven_ratio_err})
         lags = res.einstein_helfand["lagtimes_ps"]
         write_text_atomic(out / "conductivity.csv",
                           _csv(["lag (ps)", "MSD M+ (e^2 nm^2)", "MSD M- (e^2 nm^2)", "cross M+.M- (e^2 nm^2)",

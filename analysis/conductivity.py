@@ -1,7 +1,10 @@
 """Ionic conductivity: Nernst-Einstein (self terms) and Einstein-Helfand (collective, with cross terms).
 
 Ions carry q = z * charge_scale elementary charges (z = +1 for Na+, -1 for TFSI-; charge_scale is
-the force field's scaling, e.g. 0.8 for scaled-charge models). Volume V is the mean box volume.
+the force field's scaling, e.g. 0.8 for scaled-charge models). Volume V is the mean volume the ions
+move in: the box volume of a plain box, the electrolyte's own volume of a slab box
+(:class:`spemd.analysis.volume.ElectrolyteVolume`; a slab box normalised by its whole volume
+under-counts the carrier density by the slab's share).
 
 Nernst-Einstein (uncorrelated ions):
 
@@ -19,10 +22,17 @@ MSD by the FFT algorithm (analysis.msd.msd_fft) with all time origins. Transfere
     t+_ideal      = N_+ q_+^2 D_+ / (N_+ q_+^2 D_+ + N_- q_-^2 D_-)
     t+_collective = (sigma_++ + sigma_+-) / sigma_EH
 
-Uncertainties: NE and t+_ideal by first-order propagation of sigma_D; EH and t+_collective by block
-averaging over independent time blocks (as for D in analysis.msd; the fit window is the configured
-one, without the log-log shift, so that the three collective slopes share one window).
-Preconditions as analysis.msd: unwrapped (or unwrappable) coordinates, equally spaced frames.
+Uncertainties: NE and t+_ideal by first-order propagation of sigma_D. EH: the whole-trajectory MSDs
+of M_+, M_- and M_+ + M_- are fitted by least squares (one collective trajectory is too noisy to
+weight a GLS with), and the covariance of the three slopes is the sandwich C S C^T with S their joint
+covariance (the Gaussian/Isserlis covariance of analysis.msd, with the cross-MSDs <dM_a . dM_b> for
+the off-diagonal blocks), so it carries the correlation of MSD points and of the three curves; sigma_+-,
+t+_collective (= 1/2 + (s_++ - s_--)/(2 sigma_EH)) and the Haven ratio get their errors by
+first-order propagation. The window starts at the later of the two ions' diffusive-window starts
+(one collective trajectory is too noisy for its own local-beta test) and ends at fit_end_fraction;
+with no diffusive window for either ion every EH value is NaN and ``no_window_reason`` says why.
+Preconditions as analysis.msd: unwrapped (or unwrappable) coordinates, equally spaced frames,
+Gaussian charge displacements at the window's lags.
 """
 
 from __future__ import annotations
@@ -35,7 +45,9 @@ from spemd.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angst
 
 from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
                               frame_spacing_ps)
-from spemd.analysis.msd import fit_diffusion, fit_window, msd_fft
+from spemd.analysis._common import linear_fit
+from spemd.analysis.msd import (_gamma_series, fit_diffusion, fit_lags, fit_window, loglog_slope,
+                                msd_covariance, msd_fft)
 
 
 def _prefactor_S_per_cm(volume_nm3: float, temperature_K: float) -> float:
@@ -67,59 +79,84 @@ def nernst_einstein(D_cation_nm2_per_ps, D_anion_nm2_per_ps, n_cations, n_anions
 
 
 def einstein_helfand(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3, temperature_K, charge_scale=1.0,
-                     z_cation=1, z_anion=-1, fit_start_fraction=0.1, fit_end_fraction=0.5, n_blocks=5,
-                     min_block_frames=20) -> dict:
-    """Einstein-Helfand conductivity and t+_collective from unwrapped positions (T, N, 3) in nm."""
+                     z_cation=1, z_anion=-1, fit_start_fraction=0.1, fit_end_fraction=0.5, beta_tolerance=0.1,
+                     max_fit_points=8, cation_fit=None, anion_fit=None) -> dict:
+    """Einstein-Helfand conductivity and t+_collective from unwrapped positions (T, N, 3) in nm.
+
+    The window is the later start of the two ions' diffusive windows (`cation_fit`/`anion_fit`, dicts of
+    analysis.msd.fit_diffusion, computed here when not given): the collective MSDs, one trajectory each,
+    are too noisy for their own local-beta test. Their betas over that window are reported.
+    """
     cat = np.asarray(cation_positions_nm, dtype=np.float64)
     an = np.asarray(anion_positions_nm, dtype=np.float64)
     if cat.shape[0] != an.shape[0]:
         raise InputError(f"einstein_helfand: cation and anion positions have {cat.shape[0]} and {an.shape[0]} frames")
     T = cat.shape[0]
     d = cat.shape[2]
-    fit_window(T, fit_start_fraction, fit_end_fraction, "conductivity fit window")
+    s0, s1 = fit_window(T, fit_start_fraction, fit_end_fraction, "conductivity fit window")
+    lags = np.arange(T) * dt_ps
+    kw = dict(dim=d, fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction,
+              beta_tolerance=beta_tolerance)
+    if cation_fit is None:
+        cation_fit = fit_diffusion(lags, msd_fft(cat), cat.shape[1], **kw)
+    if anion_fit is None:
+        anion_fit = fit_diffusion(lags, msd_fft(an), an.shape[1], **kw)
     qc, qa = z_cation * charge_scale, z_anion * charge_scale
     Mp = (qc * cat.sum(axis=1))[:, None, :]
     Mm = (qa * an.sum(axis=1))[:, None, :]
-    lags = np.arange(T) * dt_ps
-    kw = dict(dim=d, fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction, n_blocks=n_blocks,
-              min_block_frames=min_block_frames, beta_tolerance=np.inf)
     msd_pp, msd_mm, msd_tot = msd_fft(Mp), msd_fft(Mm), msd_fft(Mp + Mm)
-    fp, fm, ft = (fit_diffusion(lags, m, x, **kw) for m, x in ((msd_pp, Mp), (msd_mm, Mm), (msd_tot, Mp + Mm)))
-    pref = _prefactor_S_per_cm(volume_nm3, temperature_K)
-    # slope/(2d) is what fit_diffusion calls D; sigma_ab = pref * slope_ab / (2d)
     out = {"lagtimes_ps": lags, "msd_M_plus": msd_pp, "msd_M_minus": msd_mm, "msd_M_total": msd_tot,
-           "msd_M_cross": 0.5 * (msd_tot - msd_pp - msd_mm), "fit_window_ps": ft["fit_window_ps"],
-           "charge_scale": float(charge_scale), "volume_nm3": float(volume_nm3)}
-    if ft["n_blocks"] >= 2:
-        bp, bm, bt = (np.asarray(f["block_D_nm2_per_ps"]) for f in (fp, fm, ft))
-        bpm = 0.5 * (bt - bp - bm)
-        s_tot = pref * bt
-        s_pp, s_mm, s_pm = pref * bp, pref * bm, pref * bpm
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tplus = (s_pp + s_pm) / s_tot
-        nb = len(bt)
-
-        def ms(x):
-            return float(np.mean(x)), float(np.std(x, ddof=1) / np.sqrt(nb))
-
-        method = ft["uncertainty_method"]
+           "msd_M_cross": 0.5 * (msd_tot - msd_pp - msd_mm), "charge_scale": float(charge_scale),
+           "volume_nm3": float(volume_nm3)}
+    keys = ("sigma_EH", "sigma_plus_plus", "sigma_minus_minus", "sigma_plus_minus")
+    nan = float("nan")
+    if not (cation_fit.get("diffusive") and anion_fit.get("diffusive")):
+        for k in keys:
+            out[f"{k}_S_per_cm"] = out[f"{k}_err_S_per_cm"] = nan
+        out.update({"t_plus_collective": nan, "t_plus_collective_err": nan, "fit_window_ps": [nan, nan],
+                    "beta_M": [nan] * 3, "diffusive": False,
+                    "no_window_reason": "no diffusive window for " + " and ".join(
+                        n for n, f in (("the cations", cation_fit), ("the anions", anion_fit))
+                        if not f.get("diffusive")),
+                    "uncertainty_method": "none (no diffusive window)"})
+        return out
+    i0 = int(round(max(cation_fit["fit_window_ps"][0], anion_fit["fit_window_ps"][0]) / dt_ps))
+    i1 = s1
+    sel = fit_lags(i0, i1, max_fit_points)
+    ys = [msd_pp[sel], msd_mm[sel], msd_tot[sel]]
+    # Point estimates by ordinary least squares: one collective trajectory is too noisy to build the
+    # covariance that GLS would weight with (GLS iterations on it run away); the OLS slopes' covariance
+    # is the sandwich C S C^T with the joint Gaussian covariance S of the three MSDs.
+    fits = [linear_fit(lags[sel], y)[:2] for y in ys]
+    g = [_gamma_series(m / d, i0, a * dt_ps / d, b / d, T) for m, (a, b) in zip((msd_pp, msd_mm, msd_tot), fits)]
+    g_pm = 0.5 * (g[2] - g[0] - g[1])  # per-component cross-MSD <dM+ . dM->
+    gammas = {(0, 0): g[0], (1, 1): g[1], (2, 2): g[2], (0, 1): g_pm, (0, 2): g[0] + g_pm, (1, 2): g[1] + g_pm}
+    cov = msd_covariance(gammas, [sel] * 3, T, d, 1)
+    t = lags[sel] - lags[sel].mean()
+    c = t / np.sum(t * t)  # OLS slope = c . y
+    C = np.kron(np.eye(3), c[None, :])
+    slopes = np.array([f[0] for f in fits])
+    pcov = C @ cov @ C.T
+    pref = _prefactor_S_per_cm(volume_nm3, temperature_K) / (2 * d)
+    aA, aB, aS = slopes
+    # sigma_ab = pref * slope_ab; sigma_+- = (sigma_EH - sigma_++ - sigma_--)/2; errors from the slope covariance
+    J = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0], [-0.5, -0.5, 0.5]]) * pref
+    vals, var = J @ slopes, np.einsum("ij,jk,ik->i", J, pcov, J)
+    for k, v, s2 in zip(keys, vals, var):
+        out[f"{k}_S_per_cm"], out[f"{k}_err_S_per_cm"] = float(v), float(np.sqrt(max(s2, 0.0)))
+    # t+ = (s_++ + s_+-)/s_EH = 1/2 + (aA - aB)/(2 aS)
+    if aS != 0:
+        tplus = 0.5 + (aA - aB) / (2 * aS)
+        grad = np.array([1 / (2 * aS), -1 / (2 * aS), -(aA - aB) / (2 * aS**2)])
+        t_err = float(np.sqrt(max(grad @ pcov @ grad, 0.0)))
     else:
-        s_tot, s_pp, s_mm = (np.array([pref * f["D_nm2_per_ps"]]) for f in (ft, fp, fm))
-        s_pm = 0.5 * (s_tot - s_pp - s_mm)
-        tplus = (s_pp + s_pm) / s_tot if s_tot[0] != 0 else np.array([np.nan])
-
-        def ms(x):
-            return float(x[0]), float(abs(x[0]))
-
-        method = "not estimable (too few frames for >= 2 blocks); sigma set to |value|"
-    for name, arr in (("sigma_EH", s_tot), ("sigma_plus_plus", s_pp), ("sigma_minus_minus", s_mm),
-                      ("sigma_plus_minus", s_pm)):
-        m, e = ms(arr)
-        out[f"{name}_S_per_cm"] = m
-        out[f"{name}_err_S_per_cm"] = e
-    m, e = ms(tplus)
-    out["t_plus_collective"], out["t_plus_collective_err"] = m, e
-    out["uncertainty_method"] = method
+        tplus, t_err = nan, nan
+    out.update({"t_plus_collective": float(tplus), "t_plus_collective_err": t_err,
+                "fit_window_ps": [float(lags[i0]), float(lags[i1])], "diffusive": True, "no_window_reason": None,
+                "beta_M": [loglog_slope(lags[i0:i1 + 1], m[i0:i1 + 1]) for m in (msd_pp, msd_mm, msd_tot)],
+                "uncertainty_method": (f"least-squares slopes of the three collective MSDs at {len(sel)} lags, "
+                                       "slope covariance from their joint Gaussian (Isserlis) covariance with "
+                                       "cross-MSDs (analysis.msd); sigma_+-, t+ by propagation")})
     return out
 
 
@@ -131,16 +168,18 @@ class Conductivity(AnalysisBase):
     cations : AtomGroup (one atom per ion)
     anions : AtomGroup (whole anions; their residues' centres of mass are used)
     charge_scale, temperature_K : float
-    fit_start_fraction, fit_end_fraction, n_blocks, min_block_frames : as analysis.msd
+    fit_start_fraction, fit_end_fraction, beta_tolerance : as analysis.msd
     unwrap : bool
+    electrolyte : callable ``ts -> (volume_nm3, thickness_nm)`` (analysis.volume.ElectrolyteVolume) or
+        None: the per-frame carrier volume of a slab box; None: the box volume
 
     Results: ``D_cation``/``D_anion`` (dicts of analysis.msd.fit_diffusion), ``nernst_einstein``
     (dict of :func:`nernst_einstein`), ``einstein_helfand`` (dict of :func:`einstein_helfand`).
     """
 
     def __init__(self, cations, anions, charge_scale=1.0, temperature_K=300.0, fit_start_fraction=0.1,
-                 fit_end_fraction=0.5, n_blocks=5, min_block_frames=20, unwrap=True, anion_compound="residues",
-                 **kwargs):
+                 fit_end_fraction=0.5, beta_tolerance=0.1, unwrap=True, anion_compound="residues",
+                 electrolyte=None, **kwargs):
         super().__init__(cations.universe.trajectory, **kwargs)
         self.cations = check_atomgroup(cations, "conductivity cations")
         self.anions = check_atomgroup(anions, "conductivity anions")
@@ -149,9 +188,10 @@ class Conductivity(AnalysisBase):
         self.charge_scale = float(charge_scale)
         self.temperature_K = float(temperature_K)
         self.fit_kwargs = dict(fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction,
-                               n_blocks=n_blocks, min_block_frames=min_block_frames)
+                               beta_tolerance=beta_tolerance)
         self.unwrap = unwrap
         self.anion_compound = anion_compound
+        self.electrolyte = electrolyte
 
     def _prepare(self):
         self._layout = compound_layout(self.anions, self.anion_compound)
@@ -174,7 +214,7 @@ class Conductivity(AnalysisBase):
         i = self._frame_index
         self._cat[i] = angstrom_to_nm(np.asarray(c, dtype=np.float64))
         self._an[i] = angstrom_to_nm(np.asarray(a, dtype=np.float64))
-        self._vol[i] = box_volume_nm3(dims)
+        self._vol[i] = box_volume_nm3(dims) if self.electrolyte is None else self.electrolyte(self._ts)[0]
 
     def _conclude(self):
         dt = frame_spacing_ps(self.times, "conductivity trajectory")
@@ -183,25 +223,32 @@ class Conductivity(AnalysisBase):
 
 
 def conductivity_from_positions(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3, temperature_K,
-                                charge_scale=1.0, fit_start_fraction=0.1, fit_end_fraction=0.5, n_blocks=5,
-                                min_block_frames=20, cation_fit=None, anion_fit=None) -> dict:
+                                charge_scale=1.0, fit_start_fraction=0.1, fit_end_fraction=0.5, beta_tolerance=0.1,
+                                cation_fit=None, anion_fit=None) -> dict:
     """Everything of :class:`Conductivity` from unwrapped positions (e.g. ``MSD.results.positions_nm``).
 
     `cation_fit`/`anion_fit`: already computed fit_diffusion dicts (e.g. MSD.results) to reuse.
+    Haven ratio H = sigma_NE / sigma_EH; its error treats the two as independent (they share the
+    trajectory and are positively correlated, so this overstates the error).
     """
-    T = len(cation_positions_nm)
-    lags = np.arange(T) * dt_ps
-    kw = dict(fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction, n_blocks=n_blocks,
-              min_block_frames=min_block_frames)
+    cat, an = np.asarray(cation_positions_nm, dtype=float), np.asarray(anion_positions_nm, dtype=float)
+    lags = np.arange(len(cat)) * dt_ps
+    kw = dict(fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction, beta_tolerance=beta_tolerance)
     if cation_fit is None:
-        cation_fit = fit_diffusion(lags, msd_fft(cation_positions_nm), cation_positions_nm, **kw)
+        cation_fit = fit_diffusion(lags, msd_fft(cat), cat.shape[1], dim=cat.shape[2], **kw)
     if anion_fit is None:
-        anion_fit = fit_diffusion(lags, msd_fft(anion_positions_nm), anion_positions_nm, **kw)
-    ne = nernst_einstein(cation_fit["D_nm2_per_ps"], anion_fit["D_nm2_per_ps"], np.shape(cation_positions_nm)[1],
-                         np.shape(anion_positions_nm)[1], volume_nm3, temperature_K, charge_scale,
-                         sigma_D_cation=cation_fit["D_sigma_nm2_per_ps"], sigma_D_anion=anion_fit["D_sigma_nm2_per_ps"])
-    eh = einstein_helfand(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3, temperature_K, charge_scale,
-                          **kw)
+        anion_fit = fit_diffusion(lags, msd_fft(an), an.shape[1], dim=an.shape[2], **kw)
+    ne = nernst_einstein(cation_fit["D_nm2_per_ps"], anion_fit["D_nm2_per_ps"], cat.shape[1], an.shape[1], volume_nm3,
+                         temperature_K, charge_scale, sigma_D_cation=cation_fit["D_sigma_nm2_per_ps"],
+                         sigma_D_anion=anion_fit["D_sigma_nm2_per_ps"])
+    eh = einstein_helfand(cat, an, dt_ps, volume_nm3, temperature_K, charge_scale, cation_fit=cation_fit,
+                          anion_fit=anion_fit, **kw)
+    s_ne, s_eh = ne["sigma_S_per_cm"], eh["sigma_EH_S_per_cm"]
+    if np.isfinite(s_eh) and s_eh != 0:
+        haven = s_ne / s_eh
+        haven_err = abs(haven) * float(np.hypot(ne["sigma_err_S_per_cm"] / s_ne if s_ne else np.nan,
+                                                eh["sigma_EH_err_S_per_cm"] / s_eh))
+    else:
+        haven, haven_err = float("nan"), float("nan")
     return {"D_cation": dict(cation_fit), "D_anion": dict(anion_fit), "nernst_einstein": ne, "einstein_helfand": eh,
-            "haven_ratio": (ne["sigma_S_per_cm"] / eh["sigma_EH_S_per_cm"]
-                            if eh["sigma_EH_S_per_cm"] else float("nan"))}
+            "haven_ratio": float(haven), "haven_ratio_err": float(haven_err)}

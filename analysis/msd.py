@@ -14,25 +14,37 @@ the largest step as a fraction of that half width). Particles are atoms or centr
 residues (``compound="residues"``, molecule made whole by minimum image to its first atom, so it must
 be smaller than half the box). Frames must be equally spaced in time.
 
-Diffusion coefficient (dimension d = len(msd_type)): MSD = 2 d D t + c fitted by least squares in
-the window [fit_start_fraction, fit_end_fraction] x longest lag. beta = d ln MSD / d ln t in that
-window (1 = diffusive, < 1 subdiffusive); when |beta - 1| > beta_tolerance the start of the window is
-moved later (steps of 1/5 of the window) to the first start where beta is within tolerance; if none
-is, the configured window is kept and ``beta_ok`` is False.
+Diffusion coefficient (dimension d = len(msd_type)) from the MSD of the whole trajectory (all
+particles, all time origins), MSD(t) = 2 d D t + c fitted over a window chosen from the data:
 
-Uncertainty (stated in ``results.uncertainty_method``): block averaging over independent time
-blocks. The trajectory is cut into n_blocks consecutive blocks (each >= min_block_frames frames);
-the MSD of each block is fitted in the same fractional window of the block's longest lag; D is the
-mean of the block values and sigma_D their standard error (std with ddof=1 / sqrt(n_blocks),
-n_blocks - 1 degrees of freedom: with few blocks the error of sigma_D itself is large and the tails
-heavy, so a 95 % interval is D +- t_{0.975, n_blocks-1} sigma_D, reported as
-D_ci95_half_width_nm2_per_ps). The fit of the whole-trajectory MSD is reported as D_full_fit;
-a difference to D larger than 3 sigma means the diffusive regime is not reached within a block.
-With fewer than 2 blocks possible, D is the whole-trajectory fit and sigma_D its least-squares
-standard error (which ignores the correlation of MSD points and underestimates), flagged.
+- Window rule: local beta = d ln MSD / d ln t is taken as the log-log slope over segments [m, 3m]
+  (starts a quarter octave apart) inside the search range [fit_start_fraction, fit_end_fraction] x
+  longest lag (longer lags have too few independent origins). The window starts at the first m from
+  which every segment up to the end of the range has |beta - 1| <= beta_tolerance (0.1, i.e. 0.9-1.1)
+  and ends at the end of the range. ``beta`` (slope over the window), ``beta_range`` (segment slopes)
+  and ``fit_window_ps`` are reported. Without such a start, D and sigma_D are NaN, ``diffusive`` is
+  False and ``no_window_reason`` says why: no slope is reported for motion that is not diffusive.
+- Estimator: generalised least squares on at most max_fit_points lags spread over the window,
+  D = a / (2 d), with Var(a) = [(X^T S^-1 X)^-1]_aa. S is the covariance of the time-origin-averaged
+  MSD of a Gaussian process with stationary increments (Isserlis; as kinisi does for a random walk,
+  here for any measured MSD shape): per component, with gamma(tau) the per-component MSD,
+
+      Cov(dx(t, n), dx(t', m)) = [gamma(n-u) + gamma(u+m) - gamma(n-u-m) - gamma(u)] / 2,  u = t' - t
+      Cov(MSD(n), MSD(m))      = d / P * 2 / ((T-n)(T-m)) * sum_{t, t'} Cov(dx(t, n), dx(t', m))^2
+
+  gamma is the measured MSD below the window start and the fitted line from there on; the fit is
+  iterated three times (OLS start). P independent particles; the same formula with cross-MSDs gives
+  the joint covariance of several MSDs (Einstein-Helfand, analysis.conductivity).
+- Preconditions of the uncertainty: particles independent and displacements close to Gaussian at the
+  window's lags (true in the diffusive regime of a liquid); strong non-Gaussian hopping or correlated
+  particles make sigma_D an underestimate. Replicas combine as independent estimates
+  (:func:`combine_estimates`).
 
 Finite-size correction (Yeh & Hummer 2004): D_inf = D_PBC + k_B T xi / (6 pi eta L), xi = 2.837297,
-for a cubic box of edge L and shear viscosity eta.
+valid for a cubic box of edge L and shear viscosity eta only. For a non-cubic box (e.g. a slab box
+long in z) the correction depends on the box shape and direction (Kikugawa et al. 2015; Vögele &
+Hummer 2016) and needs the anisotropic hydrodynamic sums; it is refused here, and
+``finite_size_correction`` records why.
 """
 
 from __future__ import annotations
@@ -49,7 +61,6 @@ from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, 
 
 MSD_TYPES = ("xyz", "xy", "xz", "yz", "x", "y", "z")
 YEH_HUMMER_XI = 2.837297
-#: m per cm; spemd.units has no metre conversions yet (SI viscosity needs them).
 
 
 def msd_fft(positions, chunk_columns: int = 3072) -> np.ndarray:
@@ -104,94 +115,144 @@ def loglog_slope(lags, msd) -> float:
     return linear_fit(np.log(lags[ok]), np.log(msd[ok]))[0]
 
 
-def _slope_D(lags, msd, i0, i1, dim):
-    a, _, sa, dof = linear_fit(lags[i0:i1 + 1], msd[i0:i1 + 1])
-    return a / (2 * dim), sa / (2 * dim), dof
+def diffusive_window(msd, i_min, i_max, beta_tolerance=0.1, steps_per_octave=4, span=3):
+    """First lag i0 >= i_min from which every segment [m, span m] inside [i_min, i_max] (starts a quarter
+    octave apart) has a log-log slope within 1 +- beta_tolerance; returns (i0, segment betas from i0)
+    or (None, all segment betas). Segments of span 3 rather than one octave: the local beta of a truly
+    diffusive MSD must not fail the test on sampling noise at the long lags."""
+    starts = []
+    m = float(max(i_min, 1))
+    while span * m <= i_max:
+        starts.append(int(round(m)))
+        m *= 2 ** (1.0 / steps_per_octave)
+    # a search range shorter than one segment is tested as one segment
+    starts = sorted(set(starts)) or [int(max(i_min, 1))]
+    lags = np.arange(len(msd), dtype=float)
+    betas = [loglog_slope(lags[s:min(span * s, i_max) + 1], msd[s:min(span * s, i_max) + 1]) for s in starts]
+    ok = [bool(np.isfinite(b) and abs(b - 1) <= beta_tolerance) for b in betas]
+    for k in range(len(starts)):
+        if all(ok[k:]):
+            return starts[k], betas[k:]
+    return None, betas
 
 
-def fit_diffusion(lags_ps, msd_nm2, positions_nm=None, dim=3, fit_start_fraction=0.1, fit_end_fraction=0.5,
-                  n_blocks=5, min_block_frames=20, beta_tolerance=0.15) -> dict:
-    """Diffusion coefficient from an MSD curve, with block-averaging uncertainty (module docstring).
+def _gamma_series(msd_per_component, i0, a, b, N):
+    """gamma(tau), tau = 0..N-1: measured below the window start (pre-diffusive, precise), the fitted line
+    a tau + b from there on (the measured long-lag MSD is too noisy to build a covariance from)."""
+    tau = np.arange(N, dtype=float)
+    g = a * tau + b
+    g[:i0] = msd_per_component[:i0]
+    g[0] = 0.0
+    return g
 
-    `positions_nm` (T, P, d) are the unwrapped positions behind `msd_nm2`; they are needed for the
-    blocks. Without them the least-squares standard error is used (flagged).
+
+def _pair_covariance(gamma, n, m, N):
+    """sum over origin pairs of Cov(dx(t, n), dx(t', m))^2 * 2 / ((N-n)(N-m)) for one component
+    (Isserlis), where dx(t, n) = x(t+n) - x(t) of a Gaussian process with stationary increments whose
+    (cross-)MSD is gamma: Cov = (gamma(n-u) + gamma(u+m) - gamma(n-u-m) - gamma(u)) / 2, u = t' - t."""
+    u = np.arange(-(N - n - 1), N - m)
+    count = np.minimum(N - n - 1, N - m - 1 - u) - np.maximum(0, -u) + 1
+    g = lambda x: gamma[np.abs(x)]  # noqa: E731  gamma is even in tau
+    c = 0.5 * (g(n - u) + g(u + m) - g(n - u - m) - g(u))
+    return 2.0 * float(np.sum(np.clip(count, 0, None) * c * c)) / ((N - n) * (N - m))
+
+
+def msd_covariance(gammas, lag_sets, N, dim, n_independent=1):
+    """Covariance matrix of the time-origin-averaged MSDs of jointly Gaussian processes at the lags
+    `lag_sets[k]` of series k; gammas[(k, l)] is the per-component cross-MSD of series k and l (module
+    docstring). d independent components and `n_independent` independent particles averaged."""
+    offsets = np.cumsum([0] + [len(s) for s in lag_sets])
+    C = np.zeros((offsets[-1], offsets[-1]))
+    for k in range(len(lag_sets)):
+        for l in range(k, len(lag_sets)):
+            gamma = gammas[(k, l)] if (k, l) in gammas else gammas[(l, k)]
+            for i, n in enumerate(lag_sets[k]):
+                for j, m in enumerate(lag_sets[l]):
+                    if k == l and j < i:
+                        continue
+                    v = dim * _pair_covariance(gamma, int(n), int(m), N) / n_independent
+                    C[offsets[k] + i, offsets[l] + j] = C[offsets[l] + j, offsets[k] + i] = v
+    return C
+
+
+def gls_lines(t_sets, y_sets, cov):
+    """Generalised least squares of y_k = a_k t + b_k for every series k with one joint covariance.
+    Returns (slopes, covariance of the slopes, chi2, dof)."""
+    K = len(t_sets)
+    n = sum(len(t) for t in t_sets)
+    X = np.zeros((n, 2 * K))
+    y = np.concatenate([np.asarray(v, float) for v in y_sets])
+    r0 = 0
+    for k, t in enumerate(t_sets):
+        X[r0:r0 + len(t), 2 * k] = t
+        X[r0:r0 + len(t), 2 * k + 1] = 1.0
+        r0 += len(t)
+    # points a few lags apart are almost perfectly correlated, and a covariance built from noisy model
+    # MSDs can be slightly indefinite: whiten with the eigenvalues floored at 1e-9 of the largest
+    w, V = np.linalg.eigh(0.5 * (cov + cov.T))
+    w = np.maximum(w, 1e-9 * max(float(w.max()), np.finfo(float).tiny))
+    W = V.T / np.sqrt(w)[:, None]
+    Xw, yw = W @ X, W @ y
+    beta, *_ = np.linalg.lstsq(Xw, yw, rcond=None)
+    pcov = np.linalg.inv(Xw.T @ Xw)
+    resid = yw - Xw @ beta
+    idx = np.arange(0, 2 * K, 2)
+    return beta[idx], beta[idx + 1], pcov[np.ix_(idx, idx)], float(resid @ resid), n - 2 * K
+
+
+def fit_lags(i0, i1, max_points):
+    """At most `max_points` integer lags spread evenly over [i0, i1] (neighbouring MSD points carry
+    almost the same information, and the covariance costs O(points^2 x frames))."""
+    return np.unique(np.round(np.linspace(i0, i1, min(max_points, i1 - i0 + 1))).astype(int))
+
+
+def fit_diffusion(lags_ps, msd_nm2, n_particles=1, dim=3, fit_start_fraction=0.1, fit_end_fraction=0.5,
+                  beta_tolerance=0.1, max_fit_points=16) -> dict:
+    """Diffusion coefficient from a whole-trajectory MSD by GLS with the MSD covariance (module docstring).
+
+    `n_particles`: independent particles averaged in `msd_nm2`. No diffusive window: D and sigma are
+    NaN, ``diffusive`` False and ``no_window_reason`` says why.
     """
     lags = np.asarray(lags_ps, dtype=float)
     msd = np.asarray(msd_nm2, dtype=float)
-    T = len(lags)
-    i0, i1 = fit_window(T, fit_start_fraction, fit_end_fraction)
+    N = len(lags)
+    s0, s1 = fit_window(N, fit_start_fraction, fit_end_fraction)
+    out = {"dimension": dim, "search_window_ps": [float(lags[s0]), float(lags[s1])],
+           "beta_tolerance": float(beta_tolerance)}
+    i0, betas = diffusive_window(msd, s0, s1, beta_tolerance)
+    i1 = s1
+    selection = "local beta rule"
+    finite_b = [b for b in betas if np.isfinite(b)]
+    out["beta_range"] = [float(min(finite_b)), float(max(finite_b))] if finite_b else [float("nan")] * 2
+    nan = float("nan")
+    if i0 is None or i1 - i0 + 1 < 3:
+        out.update({"beta": loglog_slope(lags[s0:s1 + 1], msd[s0:s1 + 1]), "beta_ok": False, "diffusive": False,
+                    "no_window_reason": (
+                        f"no diffusive window: the local log-log slopes in lags {lags[s0]:.4g}-{lags[s1]:.4g} ps "
+                        f"span {out['beta_range'][0]:.3g}-{out['beta_range'][1]:.3g}, none from a start onwards "
+                        f"all within 1 +- {beta_tolerance:g} (run longer, or the motion is sub/superdiffusive)"),
+                    "fit_window_ps": [nan, nan], "window_selection": selection,
+                    "D_nm2_per_ps": nan, "D_sigma_nm2_per_ps": nan, "D_cm2_per_s": nan, "D_sigma_cm2_per_s": nan,
+                    "uncertainty_method": "none (no diffusive window)", "fit_chi2_per_dof": nan})
+        return out
+    sel = fit_lags(i0, i1, max_fit_points)
+    a, b = linear_fit(lags[sel], msd[sel])[:2]  # OLS start; then GLS with the covariance of that model, twice
+    for _ in range(3):
+        gamma = _gamma_series(msd / dim, i0, a * (lags[1] - lags[0]) / dim, b / dim, N)
+        cov = msd_covariance({(0, 0): gamma}, [sel], N, dim, n_particles)
+        (a,), (b,), pcov, chi2, dof = gls_lines([lags[sel]], [msd[sel]], cov)
+    D, sD = a / (2 * dim), float(np.sqrt(pcov[0, 0])) / (2 * dim)
     beta = loglog_slope(lags[i0:i1 + 1], msd[i0:i1 + 1])
-    start = fit_start_fraction
-    selection = "configured window"
-    if not (abs(beta - 1) <= beta_tolerance):
-        for k in range(1, 4):
-            f = fit_start_fraction + k * (fit_end_fraction - fit_start_fraction) / 5
-            j0, j1 = fit_window(T, f, fit_end_fraction)
-            if j1 - j0 + 1 < 3:
-                break
-            b = loglog_slope(lags[j0:j1 + 1], msd[j0:j1 + 1])
-            if abs(b - 1) <= beta_tolerance:
-                i0, i1, beta, start = j0, j1, b, f
-                selection = f"start moved to {f:.3g} of the longest lag (log-log slope)"
-                break
-    D_full, sD_full, dof = _slope_D(lags, msd, i0, i1, dim)
-    out = {
-        "D_full_fit_nm2_per_ps": D_full,
-        "beta": beta,
-        "beta_ok": bool(abs(beta - 1) <= beta_tolerance),
-        "fit_window_ps": [float(lags[i0]), float(lags[i1])],
-        "fit_window_fractions": [float(start), float(fit_end_fraction)],
-        "window_selection": selection,
-        "dimension": dim,
-    }
-    nb = 0 if positions_nm is None else min(int(n_blocks), T // int(min_block_frames))
-    block_D = []
-    if nb >= 2:
-        L = T // nb
-        pos = np.asarray(positions_nm)
-        try:
-            b0, b1 = fit_window(L, start, fit_end_fraction)
-        except InputError:
-            nb = 0
-        else:
-            for b in range(nb):
-                m = msd_fft(pos[b * L:(b + 1) * L])
-                block_D.append(_slope_D(lags[:L], m, b0, b1, dim)[0])
-    if nb >= 2:
-        block_D = np.asarray(block_D)
-        D = float(block_D.mean())
-        sD = float(block_D.std(ddof=1) / np.sqrt(nb))
-        method = (f"block averaging: mean and standard error over {nb} independent time blocks of "
-                  f"{T // nb} frames ({nb - 1} degrees of freedom)")
-        consistent = bool(abs(D - D_full) <= 3 * sD) if sD > 0 else bool(np.isclose(D, D_full))
-    else:
-        D = D_full
-        sD = sD_full if np.isfinite(sD_full) and dof > 0 else abs(D_full)
-        method = ("least-squares standard error of the whole-trajectory fit (too few frames for >= 2 blocks "
-                  f"of {min_block_frames}; ignores MSD correlations, underestimates)")
-        if not (dof > 0 and np.isfinite(sD_full)):
-            method = "not estimable (2-point fit); sigma set to |D|"
-        consistent = None
     out.update({
-        "D_nm2_per_ps": D,
-        "D_sigma_nm2_per_ps": sD,
-        "D_cm2_per_s": float(nm2_per_ps_to_cm2_per_s(D)),
-        "D_sigma_cm2_per_s": float(nm2_per_ps_to_cm2_per_s(sD)),
-        "D_dof": int(nb - 1) if nb >= 2 else int(max(dof, 0)),
-        "D_ci95_half_width_nm2_per_ps": _t95(nb - 1 if nb >= 2 else dof) * sD,
-        "n_blocks": int(nb) if nb >= 2 else 0,
-        "block_D_nm2_per_ps": [float(x) for x in block_D] if nb >= 2 else [],
-        "uncertainty_method": method,
-        "block_consistent_with_full_fit": consistent,
+        "beta": beta, "beta_ok": bool(abs(beta - 1) <= beta_tolerance), "diffusive": True, "no_window_reason": None,
+        "fit_window_ps": [float(lags[i0]), float(lags[i1])], "window_selection": selection,
+        "D_nm2_per_ps": float(D), "D_sigma_nm2_per_ps": sD,
+        "D_cm2_per_s": float(nm2_per_ps_to_cm2_per_s(D)), "D_sigma_cm2_per_s": float(nm2_per_ps_to_cm2_per_s(sD)),
+        "uncertainty_method": (f"GLS of the whole-trajectory MSD at {len(sel)} lags with its Gaussian covariance "
+                               f"(Isserlis, from the measured MSD; {n_particles} independent particles)"),
+        "fit_chi2_per_dof": chi2 / dof if dof > 0 else nan,
     })
     return out
-
-
-def _t95(dof) -> float:
-    """Two-sided 95 % Student-t factor for `dof` degrees of freedom (inf when dof < 1)."""
-    from scipy.special import stdtrit
-
-    return float(stdtrit(dof, 0.975)) if dof >= 1 else float("inf")
 
 
 class MSD(AnalysisBase):
@@ -203,17 +264,18 @@ class MSD(AnalysisBase):
     compound : "atoms" | "residues" | "molecules"
     msd_type : "xyz" (default), "xy", "z", ...
     unwrap : bool, unwrap by minimum-image displacement accumulation (module docstring)
-    fit_start_fraction, fit_end_fraction, n_blocks, min_block_frames, beta_tolerance : see fit_diffusion
-    viscosity_Pa_s, temperature_K : optional, add the Yeh-Hummer corrected D (cubic box assumed)
+    fit_start_fraction, fit_end_fraction, beta_tolerance, max_fit_points : see fit_diffusion
+    viscosity_Pa_s, temperature_K : optional, add the Yeh-Hummer corrected D (cubic boxes only; any
+        other shape is refused with the reason in ``finite_size_correction``)
 
     Results: ``lagtimes_ps``, ``msd_nm2``, ``positions_nm`` (T, P, 3 unwrapped), ``dt_ps``,
     ``n_particles``, ``mean_volume_nm3``, ``mean_box_nm``, ``max_step_fraction`` and everything of
-    :func:`fit_diffusion` (``D_nm2_per_ps``, ``D_sigma_nm2_per_ps``, ``D_cm2_per_s``, ``beta`` ...).
+    :func:`fit_diffusion` (``D_nm2_per_ps``, ``D_sigma_nm2_per_ps``, ``D_cm2_per_s``, ``beta``,
+    ``diffusive``, ``no_window_reason`` ...).
     """
 
     def __init__(self, group, compound="atoms", msd_type="xyz", unwrap=True, fit_start_fraction=0.1,
-                 fit_end_fraction=0.5, n_blocks=5, min_block_frames=20, beta_tolerance=0.15,
-                 viscosity_Pa_s=None, temperature_K=None, **kwargs):
+                 fit_end_fraction=0.5, beta_tolerance=0.1, max_fit_points=16, viscosity_Pa_s=None, temperature_K=None, **kwargs):
         super().__init__(group.universe.trajectory, **kwargs)
         self.group = check_atomgroup(group, "MSD group")
         if msd_type not in MSD_TYPES:
@@ -223,8 +285,7 @@ class MSD(AnalysisBase):
         self._dims = ["xyz".index(c) for c in msd_type]
         self.unwrap = unwrap
         self.fit_kwargs = dict(fit_start_fraction=fit_start_fraction, fit_end_fraction=fit_end_fraction,
-                               n_blocks=n_blocks, min_block_frames=min_block_frames,
-                               beta_tolerance=beta_tolerance)
+                               beta_tolerance=beta_tolerance, max_fit_points=max_fit_points)
         self.viscosity_Pa_s = viscosity_Pa_s
         self.temperature_K = temperature_K
 
@@ -270,15 +331,30 @@ class MSD(AnalysisBase):
         r.mean_box_nm = np.nanmean(self._box, axis=0) if np.isfinite(self._box).any() else np.full(3, np.nan)
         r.max_step_fraction = self._unwrapper.max_step_fraction
         r.unwrap_precondition_ok = bool(r.max_step_fraction < 0.9)
-        r.update(fit_diffusion(r.lagtimes_ps, r.msd_nm2, pos, dim=len(self._dims), **self.fit_kwargs))
+        r.update(fit_diffusion(r.lagtimes_ps, r.msd_nm2, r.n_particles, dim=len(self._dims), **self.fit_kwargs))
         if self.viscosity_Pa_s is not None:
             if self.temperature_K is None:
                 raise ConfigError("temperature_K: required with viscosity_Pa_s for the Yeh-Hummer correction")
-            L = float(np.cbrt(r.mean_volume_nm3))
-            corr = yeh_hummer_correction_nm2_per_ps(L, self.viscosity_Pa_s, self.temperature_K)
-            r.yeh_hummer_correction_nm2_per_ps = corr
-            r.D_corrected_nm2_per_ps = r.D_nm2_per_ps + corr
-            r.D_corrected_cm2_per_s = float(nm2_per_ps_to_cm2_per_s(r.D_corrected_nm2_per_ps))
+            r.update(finite_size_correction(r.D_nm2_per_ps, r.mean_box_nm, self.viscosity_Pa_s, self.temperature_K))
+
+
+def finite_size_correction(D_nm2_per_ps, box_nm, viscosity_Pa_s, temperature_K, cubic_tolerance=0.01) -> dict:
+    """Yeh-Hummer corrected D for a cubic box; for any other shape the correction is refused (NaN) and
+    ``finite_size_correction`` says why (module docstring)."""
+    box = np.asarray(box_nm, dtype=float)
+    if not (np.all(np.isfinite(box)) and np.ptp(box) <= cubic_tolerance * box.mean()):
+        return {"finite_size_correction": (
+                    f"not applied: box edges {np.round(box, 4).tolist()} nm are not cubic (within "
+                    f"{100 * cubic_tolerance:g} %); Yeh-Hummer holds for cubic boxes only, a slab or other "
+                    "anisotropic box needs the shape-dependent correction (Kikugawa et al. 2015, Vogele & "
+                    "Hummer 2016)"),
+                "yeh_hummer_correction_nm2_per_ps": float("nan"), "D_corrected_nm2_per_ps": float("nan"),
+                "D_corrected_cm2_per_s": float("nan")}
+    corr = yeh_hummer_correction_nm2_per_ps(float(box.mean()), viscosity_Pa_s, temperature_K)
+    Dc = D_nm2_per_ps + corr
+    return {"finite_size_correction": f"Yeh-Hummer, cubic box L = {box.mean():.4g} nm",
+            "yeh_hummer_correction_nm2_per_ps": corr, "D_corrected_nm2_per_ps": float(Dc),
+            "D_corrected_cm2_per_s": float(nm2_per_ps_to_cm2_per_s(Dc))}
 
 
 def yeh_hummer_correction_nm2_per_ps(box_length_nm: float, viscosity_Pa_s: float, temperature_K: float) -> float:

@@ -9,23 +9,30 @@ ion-pairing fractions and Na-O(TFSI) residence times with the Na-O(TFSI) first-s
 Selections (docs/contracts.md): Na ``resname NA``; O(TFSI) ``resname TFS and name O*``; N(TFSI)
 ``resname TFS and name N1``; O(ether) ``resname PEH PEM and name O*``; MOF metal ``resname FE NI CU``.
 Pairs: Na-O_TFSI, Na-O_ether, Na-N_TFSI, Na-metal (only with a MOF), Na-Na. Same-residue pairs are
-excluded. g(r) is normalised by the per-frame box volume unless ``rdf_accessible_volume_nm3`` is set.
+excluded. g(r) is normalised by the per-frame box volume of a plain box; with a MOF slab (residues
+``BTC FMT FE NI CU``) by the electrolyte's own volume of each frame (analysis/volume.py: the box minus
+the slab's z-extent incl. vdW radii, with the film's ideal-gas shells), which is also the carrier volume
+of the Nernst-Einstein and Einstein-Helfand conductivities; ``rdf_accessible_volume_nm3`` overrides both
+for g(r).
 
 Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)"), ``msd_<species>.csv``
 ("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``.
 
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
-mean_volume_nm3, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
-D_cm2_per_s, D_sigma_cm2_per_s, D_full_fit_nm2_per_ps, beta, beta_ok, fit_window_ps,
-uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
+mean_volume_nm3, electrolyte {volume_nm3_mean, density_g_cm3_mean, density_g_cm3 (per frame),
+thickness_nm_mean, method, slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
+D_cm2_per_s, D_sigma_cm2_per_s (whole-trajectory GLS, NaN without a diffusive window), diffusive,
+no_window_reason, beta, beta_range, beta_ok, fit_window_ps, search_window_ps, uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
 sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
-t_plus_collective(_err), haven_ratio, charge_scale, uncertainty methods}, rdf {pair: r_max_nm, bins,
+t_plus_collective(_err), haven_ratio(_err), EH_diffusive, EH_no_window_reason, charge_scale,
+uncertainty methods}, rdf {pair: r_max_nm, bins,
 normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn},
 pairing {free_fraction, cip_fraction, agg_fraction (+ _sem), cutoff_nm, tau_continuous_ps,
 tau_intermittent_ps, ...} or null, flags [strings], provenance. Non-finite numbers are written as null.
 
 analysis_cfg keys: rdf_r_max_nm (clipped to half the shortest box width with a warning), rdf_bins,
-msd_fit_start_fraction, msd_fit_end_fraction, and optionally rdf_accessible_volume_nm3, msd_n_blocks.
+msd_fit_start_fraction, msd_fit_end_fraction (the range the diffusive window is searched in), and
+optionally rdf_accessible_volume_nm3.
 For very short trajectories a fit window with < 2 lags is widened to all lags (flagged) so that
 finite numbers come out; beta is then flagged as not diffusive.
 """
@@ -42,7 +49,7 @@ import numpy as np
 from spemd.errors import ConfigError, InputError
 from spemd.files import write_json_atomic, write_text_atomic
 from spemd.provenance import provenance
-from spemd.units import nm_to_angstrom
+from spemd.units import density_g_per_cm3, nm_to_angstrom
 
 from spemd.analysis._common import half_min_width_nm, load_universe, nan_to_none, run_together, select
 from spemd.analysis.conductivity import conductivity_from_positions
@@ -50,6 +57,7 @@ from spemd.analysis.msd import MSD, fit_window
 from spemd.analysis.pairing import IonPairing
 from spemd.analysis.plots import plot_msd, plot_rdf
 from spemd.analysis.rdf import RDF
+from spemd.analysis.volume import ElectrolyteVolume, slab_atoms
 
 SELECTIONS = {
     "Na": "resname NA",
@@ -62,11 +70,10 @@ SELECTIONS = {
 PAIRS = (("Na-O_TFSI", "Na", "O_TFSI"), ("Na-O_ether", "Na", "O_ether"), ("Na-N_TFSI", "Na", "N_TFSI"),
          ("Na-metal", "Na", "metal"), ("Na-Na", "Na", "Na"))
 CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 0.1, "msd_fit_end_fraction": 0.5,
-                "rdf_accessible_volume_nm3": None, "msd_n_blocks": 5}
-_FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "D_full_fit_nm2_per_ps",
-             "beta", "beta_ok", "fit_window_ps", "D_dof", "D_ci95_half_width_nm2_per_ps", "fit_window_fractions",
-             "window_selection", "n_blocks",
-             "block_D_nm2_per_ps", "uncertainty_method", "block_consistent_with_full_fit", "dimension")
+                "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}}
+_FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
+             "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
+             "uncertainty_method", "fit_chi2_per_dof", "dimension")
 
 
 def _config(analysis_cfg):
@@ -75,6 +82,12 @@ def _config(analysis_cfg):
         if k not in CFG_DEFAULTS:
             raise ConfigError(f"unknown key analysis.{k}; allowed keys here: {', '.join(sorted(CFG_DEFAULTS))}")
         cfg[k] = v
+    pair_names = [p[0] for p in PAIRS]
+    for pair, radius in (cfg["shell_radius_nm"] or {}).items():
+        if pair not in pair_names:
+            raise ConfigError(f"analysis.shell_radius_nm: unknown pair {pair!r}; allowed pairs: {', '.join(pair_names)}")
+        if not (isinstance(radius, (int, float)) and radius > 0):
+            raise ConfigError(f"analysis.shell_radius_nm.{pair}: {radius!r} must be a radius > 0 nm")
     return cfg
 
 
@@ -112,6 +125,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     tfsi = select(u, SELECTIONS["TFSI"], "TFSI selection")
     groups = {k: _optional(u, k) for k in ("O_TFSI", "N_TFSI", "O_ether", "metal")}
     groups["Na"] = na
+    slab = slab_atoms(u)
+    electrolyte = None if slab is None else ElectrolyteVolume(slab, u.atoms - slab)
 
     # r_max: half the shortest box width over (a sample of) the frames
     step = max(1, T // 20)
@@ -136,28 +151,40 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
             if b != "metal":
                 flags.append(f"pair {name} skipped: selection {SELECTIONS[b]!r} matches no atoms")
             continue
+        fixed = cfg["rdf_accessible_volume_nm3"]
         rdfs[name] = RDF(groups[a], groups[b], r_max_nm=r_max, bins=int(cfg["rdf_bins"]), exclude_same="residue",
-                         accessible_volume_nm3=cfg["rdf_accessible_volume_nm3"])
-    fit_kw = dict(fit_start_fraction=start, fit_end_fraction=end, n_blocks=int(cfg["msd_n_blocks"]))
+                         accessible_volume_nm3=fixed, electrolyte=electrolyte if fixed is None else None)
+    fit_kw = dict(fit_start_fraction=start, fit_end_fraction=end)
     msds = {"Na": MSD(na, compound="atoms", **fit_kw), "TFSI": MSD(tfsi, compound="residues", **fit_kw)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # r_max already checked above
-        run_together(list(rdfs.values()) + list(msds.values()))
+        run_together(list(rdfs.values()) + list(msds.values()) + ([electrolyte] if electrolyte else []))
 
     dt = float(msds["Na"].results.dt_ps)
     volume = float(msds["Na"].results.mean_volume_nm3)
+    if electrolyte is None:  # plain box: the electrolyte is the box
+        mass = float(np.sum(u.atoms.masses))
+        e_out = {"volume_nm3_mean": volume, "density_g_cm3_mean": density_g_per_cm3(mass, volume),
+                 "method": "box volume (no slab)", "slab": False}
+        e_volume = volume
+    else:
+        er = electrolyte.results
+        e_volume = er.mean_volume_nm3
+        e_out = {"volume_nm3_mean": e_volume, "density_g_cm3_mean": er.mean_density_g_cm3,
+                 "density_g_cm3": [float(x) for x in er.density_g_cm3],
+                 "thickness_nm_mean": float(np.mean(er.thickness_nm)), "method": er.method, "slab": True}
     diffusion = {}
     for sp, m in msds.items():
         d = {k: m.results[k] for k in _FIT_KEYS}
         d["max_step_fraction"] = m.results.max_step_fraction
         d["n_particles"] = m.results.n_particles
         diffusion[sp] = d
-        if not m.results.beta_ok:
-            flags.append(f"{sp}: MSD not diffusive in the fit window (beta={m.results.beta:.3g}); D is an estimate")
+        if not m.results.diffusive:
+            flags.append(f"{sp}: D not reported: {m.results.no_window_reason}")
         if not m.results.unwrap_precondition_ok:
             flags.append(f"{sp}: a particle moved close to half the box between frames; unwrapping may be wrong")
     cond = conductivity_from_positions(msds["Na"].results.positions_nm, msds["TFSI"].results.positions_nm, dt,
-                                       volume, temperature_K, charge_scale, min_block_frames=20,
+                                       e_volume, temperature_K, charge_scale,
                                        cation_fit=diffusion["Na"], anion_fit=diffusion["TFSI"], **fit_kw)
     ne, eh = cond["nernst_einstein"], cond["einstein_helfand"]
     conductivity = {
@@ -168,7 +195,9 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         "sigma_plus_minus_S_per_cm": eh["sigma_plus_minus_S_per_cm"],
         "t_plus_ideal": ne["t_plus"], "t_plus_ideal_err": ne["t_plus_err"],
         "t_plus_collective": eh["t_plus_collective"], "t_plus_collective_err": eh["t_plus_collective_err"],
-        "haven_ratio": cond["haven_ratio"], "charge_scale": float(charge_scale),
+        "haven_ratio": cond["haven_ratio"], "haven_ratio_err": cond["haven_ratio_err"],
+        "EH_diffusive": eh["diffusive"], "EH_no_window_reason": eh["no_window_reason"], "beta_M": eh["beta_M"],
+        "charge_scale": float(charge_scale),
         "sigma_NE_uncertainty_method": "first-order propagation of sigma_D",
         "sigma_EH_uncertainty_method": eh["uncertainty_method"], "fit_window_ps": eh["fit_window_ps"],
     }
@@ -176,7 +205,10 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     rdf_out = {}
     for name, r in rdfs.items():
         res = r.results
-        rc = res.first_shell_radius_nm
+        rc, cn, source = res.first_shell_radius_nm, res.first_shell_cn, "minimum of g(r)"
+        if name in cfg["shell_radius_nm"]:  # the user's radius; n(r) is tabulated at the bins' upper edges
+            rc = float(cfg["shell_radius_nm"][name])
+            cn, source = float(np.interp(rc, res.edges_nm[1:], res.cn)), "config analysis.shell_radius_nm"
         rdf_out[name] = {
             "selection_a": SELECTIONS[dict((p[0], p[1]) for p in PAIRS)[name]],
             "selection_b": SELECTIONS[dict((p[0], p[2]) for p in PAIRS)[name]],
@@ -184,9 +216,9 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
             "peaks_A": [float(x) for x in nm_to_angstrom(np.asarray(res.peaks_nm))],
             "first_peak_A": float(nm_to_angstrom(res.first_peak_nm)),
             "first_shell_radius_nm": rc, "first_shell_radius_A": float(nm_to_angstrom(rc)),
-            "first_shell_cn": res.first_shell_cn,
+            "first_shell_cn": cn, "first_shell_source": source,
         }
-        if not res.first_minimum_found:
+        if not np.isfinite(rc):
             flags.append(f"{name}: no first-shell minimum found in g(r) up to {r_max} nm")
         write_text_atomic(out_dir / f"rdf_{name}.csv", _csv(["r (nm)", "g(r)", "n(r)"], res.bins_nm, res.rdf, res.cn))
     for sp, m in msds.items():
@@ -194,7 +226,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                           _csv(["lag (ps)", "MSD (nm^2)"], m.results.lagtimes_ps, m.results.msd_nm2))
 
     pairing = None
-    rc = rdfs["Na-O_TFSI"].results.first_shell_radius_nm if "Na-O_TFSI" in rdfs else float("nan")
+    rc = rdf_out["Na-O_TFSI"]["first_shell_radius_nm"] if "Na-O_TFSI" in rdf_out else float("nan")
     if np.isfinite(rc):
         p = IonPairing(na, groups["O_TFSI"], rc).run()
         pairing = {k: p.results[k] for k in ("free_fraction", "free_fraction_sem", "cip_fraction", "cip_fraction_sem",
@@ -210,12 +242,12 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     figs = out_dir / "figures"
     for name, r in rdfs.items():
         plot_rdf([{"r_nm": r.results.bins_nm, "g": r.results.rdf, "cn": r.results.cn, "label": name,
-                   "first_shell_radius_nm": r.results.first_shell_radius_nm}], figs / f"rdf_{name}",
+                   "first_shell_radius_nm": rdf_out[name]["first_shell_radius_nm"]}], figs / f"rdf_{name}",
                  title=f"{name}, {temperature_K:g} K")
     plot_rdf([{"r_nm": r.results.bins_nm, "g": r.results.rdf, "cn": r.results.cn, "label": n}
               for n, r in rdfs.items()], figs / "rdf_all", title=f"{temperature_K:g} K")
     plot_msd([{"lag_ps": m.results.lagtimes_ps, "msd_nm2": m.results.msd_nm2, "label": sp,
-               "fit_window_ps": m.results.fit_window_ps, "D_nm2_per_ps": m.results.D_full_fit_nm2_per_ps,
+               "fit_window_ps": m.results.fit_window_ps, "D_nm2_per_ps": m.results.D_nm2_per_ps,
                "dim": 3, "beta": m.results.beta} for sp, m in msds.items()], figs / "msd",
              title=f"{temperature_K:g} K")
 
@@ -224,6 +256,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         "system": extra.get("system"), "replica": extra.get("replica"),
         "temperature_K": float(temperature_K), "charge_scale": float(charge_scale),
         "n_frames": int(T), "dt_ps": dt, "time_span_ps": dt * (T - 1), "mean_volume_nm3": volume,
+        "electrolyte": e_out,
         "n_ions": {"Na": int(len(na)), "TFSI": int(msds["TFSI"].results.n_particles)},
         "diffusion": diffusion, "conductivity": conductivity, "rdf": rdf_out, "pairing": pairing, "flags": flags,
         "provenance": provenance(config={"analysis": cfg, "charge_scale": charge_scale,

@@ -8,7 +8,10 @@ Definitions (A = first group, B = second group, ordered pairs (a, b) counted onc
 c_f(r) is the number of A-B pairs in the bin around r in frame f, F the number of frames, V_f the
 volume of frame f (NPT-aware: each frame is normalised by its own volume; with
 ``accessible_volume_nm3`` the given constant volume is used instead, e.g. the box volume minus a MOF
-slab) and N_pairs = N_A * N_B minus the excluded pairs (identical atoms always; pairs inside the same
+slab; with ``electrolyte`` -- a callable ``ts -> (V_e, h)``, e.g.
+:class:`spemd.analysis.volume.ElectrolyteVolume` -- the electrolyte's own volume V_e of each frame,
+and the shell volume 4/3 pi (r_hi^3 - r_lo^3) becomes the film's ideal-gas shell of thickness h,
+:func:`spemd.analysis.volume.film_shell_volumes_nm3`) and N_pairs = N_A * N_B minus the excluded pairs (identical atoms always; pairs inside the same
 residue with ``exclude_same="residue"``). n(r) is a direct count and does not depend on the volume
 used for g(r). ``results.normalisation`` states which volume normalised g(r).
 
@@ -19,8 +22,10 @@ boxes; ``MDAnalysis.lib.distances.capped_distance`` for triclinic ones or ``kern
 Bins are half-open [r_lo, r_hi).
 
 First shell: the first significant peak of g(r) (lightly smoothed; Poisson-significant excess over
-the ideal-gas count) and the first minimum after it; the first-shell coordination number is n(r) at
-that minimum.
+the ideal-gas count) and the minimum of the first basin after it (g smoothed over 0.2 A, between the
+first and second significant peaks, or after g falls below half the peak height and before it
+recovers; a noise dip on the peak's shoulder is not a minimum); the first-shell coordination number
+is n(r) at that minimum. A radius given per pair in the config (analysis.shell_radius_nm) overrides it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from spemd.errors import ConfigError, InputError, one_of
 from spemd.units import nm_to_angstrom
 
 from spemd.analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
+from spemd.analysis.volume import film_shell_volumes_nm3
 
 EXCLUDE_CHOICES = (None, "residue")
 KERNELS = ("kdtree", "capped")
@@ -51,6 +57,8 @@ class RDF(AnalysisBase):
     r_min_nm : float, smallest distance (nm), default 0
     exclude_same : None or "residue": drop pairs inside one residue (same molecule)
     accessible_volume_nm3 : float or None: normalise g(r) by this volume instead of the box volume
+    electrolyte : callable ``ts -> (volume_nm3, film_thickness_nm or None)`` or None: per-frame
+        electrolyte volume (and film shells) of a slab box; excludes ``accessible_volume_nm3``
     kernel : "kdtree" (default: periodic scipy cKDTree pair search, orthorhombic boxes; triclinic
         frames fall back to capped_distance) or "capped" (MDAnalysis capped_distance always)
 
@@ -61,7 +69,7 @@ class RDF(AnalysisBase):
     """
 
     def __init__(self, group_a, group_b, r_max_nm=1.0, bins=200, r_min_nm=0.0, exclude_same=None,
-                 accessible_volume_nm3=None, kernel="kdtree", **kwargs):
+                 accessible_volume_nm3=None, kernel="kdtree", electrolyte=None, **kwargs):
         super().__init__(group_a.universe.trajectory, **kwargs)
         self.group_a = check_atomgroup(group_a, "RDF group_a")
         self.group_b = check_atomgroup(group_b, "RDF group_b")
@@ -78,6 +86,9 @@ class RDF(AnalysisBase):
         self.nbins = int(bins)
         self.exclude_same = exclude_same
         self.accessible_volume_nm3 = accessible_volume_nm3
+        if electrolyte is not None and accessible_volume_nm3 is not None:
+            raise ConfigError("electrolyte and accessible_volume_nm3: give one volume, not both")
+        self.electrolyte = electrolyte
         if kernel not in KERNELS:
             raise ConfigError(one_of("kernel", kernel, KERNELS))
         self.kernel = kernel
@@ -87,7 +98,11 @@ class RDF(AnalysisBase):
         self._rmax_A = float(nm_to_angstrom(self.r_max_nm))
         self._inv_dr_A = self.nbins / (self._rmax_A - self._rmin_A)
         self._count = np.zeros(self.nbins, dtype=np.int64)
-        self._weighted = np.zeros(self.nbins, dtype=np.float64)  # sum_f V_f c_f(r)
+        self._edges_nm = np.linspace(self.r_min_nm, self.r_max_nm, self.nbins + 1)
+        self._shell_nm3 = film_shell_volumes_nm3(self._edges_nm, None)
+        self._weighted = np.zeros(self.nbins, dtype=np.float64)  # sum_f V_f c_f(r) / S_f(r)
+        self._expected = np.zeros(self.nbins, dtype=np.float64)  # ideal-gas count: sum_f N_pairs S_f(r) / V_f
+        self._e_volume_sum = 0.0
         self._volume_sum = 0.0
         self._warned_range = False
         ia, ib = self.group_a.indices, self.group_b.indices
@@ -129,9 +144,17 @@ class RDF(AnalysisBase):
             c = np.bincount(idx, minlength=self.nbins)
         else:
             c = np.zeros(self.nbins, dtype=np.int64)
-        vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
+        shell = self._shell_nm3
+        if self.electrolyte is not None:
+            vol, h = self.electrolyte(self._ts)
+            if h is not None:
+                shell = film_shell_volumes_nm3(self._edges_nm, h)
+        else:
+            vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
         self._count += c
-        self._weighted += vol * c
+        self._weighted += vol * c / shell
+        self._expected += self._n_pairs * shell / vol
+        self._e_volume_sum += vol
         self._volume_sum += box_volume_nm3(dims)
 
     def _pairs_within(self, pa, pb, dims):
@@ -154,24 +177,26 @@ class RDF(AnalysisBase):
         F = self.n_frames
         if F == 0:
             raise InputError("RDF trajectory: no frames analysed")
-        edges = np.linspace(self.r_min_nm, self.r_max_nm, self.nbins + 1)
-        shell = 4.0 / 3.0 * np.pi * np.diff(edges**3)
+        edges = self._edges_nm
         r = self.results
         r.edges_nm = edges
         r.bins_nm = 0.5 * (edges[1:] + edges[:-1])
         r.count = self._count.copy()
         r.n_pairs = self._n_pairs
         r.n_frames = F
-        r.rdf = self._weighted / (F * self._n_pairs * shell)
+        r.rdf = self._weighted / (F * self._n_pairs)
         r.cn = np.cumsum(self._count) / (F * len(self.group_a))
         r.mean_volume_nm3 = self._volume_sum / F
-        r.normalisation = ("box volume (per frame)" if self.accessible_volume_nm3 is None
-                           else f"accessible volume {self.accessible_volume_nm3:g} nm^3")
-        # expected ideal-gas count per bin over the run, for peak significance
-        vol_for_density = (self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None
-                           else r.mean_volume_nm3)
-        expected = F * self._n_pairs * shell / vol_for_density
-        shells = first_shell(r.bins_nm, r.rdf, r.cn, self._count, expected)
+        if self.electrolyte is not None:
+            r.normalisation = (f"electrolyte volume (per frame, mean {self._e_volume_sum / F:.6g} nm^3) "
+                               "with film ideal-gas shells")
+        elif self.accessible_volume_nm3 is None:
+            r.normalisation = "box volume (per frame)"
+        else:
+            r.normalisation = f"accessible volume {self.accessible_volume_nm3:g} nm^3"
+        r.normalisation_volume_nm3 = self._e_volume_sum / F
+        # expected ideal-gas count per bin over the run (same volumes and shells as g), for peak significance
+        shells = first_shell(r.bins_nm, r.rdf, r.cn, self._count, self._expected)
         r.update(shells)
 
 
@@ -209,16 +234,23 @@ def _find_peaks(y, min_height, min_prominence):
     return [k for k in out if k == 0 or y[k - 1] != y[k]]
 
 
-def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=1.1, min_count=10):
-    """Peaks of g(r), first-shell radius (first minimum after the first peak) and first-shell CN.
+def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=1.1, min_count=10,
+                min_depth=0.5, smooth_width_nm=0.02):
+    """Peaks of g(r), first-shell radius (minimum of the first basin after the first peak) and CN there.
 
-    A peak must be a local maximum of lightly smoothed g (3-bin running mean) with g >= `min_height`,
+    A peak must be a local maximum of lightly smoothed g (running mean over `smooth_width_nm`, >= 3 bins) with g >= `min_height`,
     a prominence of at least 5 % of the highest g and, when counts are given, at least `min_count`
     pairs and an excess over the ideal-gas count of at least `n_sigma` Poisson standard deviations
-    (both summed over the 3-bin smoothing window). Returns a dict; NaN where no significant peak exists.
+    (both summed over the smoothing window). The radius is the minimum of the smoothed g between the first and the second significant peak; with no second peak, the
+    minimum after g falls below `min_depth` x the first peak height and before it recovers (as
+    solvation-shell tools do). Returns a dict; NaN where no significant peak or no such fall exists.
     """
     r_nm = np.asarray(r_nm, dtype=float)
-    gs = _smooth(np.asarray(g, dtype=float), 3)
+    dr = float(np.median(np.diff(r_nm))) if len(r_nm) > 1 else 1.0
+    smooth_bins = max(3, 2 * int(round(0.5 * smooth_width_nm / dr)) + 1)
+    r_nm = np.asarray(r_nm, dtype=float)
+    gs = _smooth(np.asarray(g, dtype=float), smooth_bins)
+    h = smooth_bins // 2
     if not np.any(np.isfinite(gs)) or np.nanmax(gs) <= 0:
         cand = np.array([], dtype=int)
     else:
@@ -226,12 +258,12 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
     peaks = []
     for p in cand:
         if count is not None and expected is not None:
-            lo, hi = max(p - 1, 0), min(p + 2, len(gs))
+            lo, hi = max(p - h, 0), min(p + h + 1, len(gs))
             obs, exp = float(np.sum(count[lo:hi])), float(np.sum(expected[lo:hi]))
             if obs < min_count or obs - exp < n_sigma * np.sqrt(max(exp, 1.0)):
                 continue
         # refine to the raw maximum near the smoothed peak
-        lo, hi = max(p - 2, 0), min(p + 3, len(g))
+        lo, hi = max(p - h - 1, 0), min(p + h + 2, len(g))
         k = lo + int(np.argmax(np.asarray(g)[lo:hi]))
         if k not in peaks:
             peaks.append(k)
@@ -241,22 +273,22 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
         return out
     p0 = peaks[0]
     out["first_peak_nm"] = float(r_nm[p0])
-    end = peaks[1] if len(peaks) > 1 else len(gs)
-    seg = gs[p0:end]
-    if len(seg) < 2:
-        return out
-    # first local minimum after the peak; the first bin of a flat minimum
-    m = None
-    for i in range(1, len(seg) - 1):
-        if seg[i] <= seg[i - 1] and seg[i] < seg[i + 1] or (seg[i] == 0.0 and seg[i - 1] > 0.0):
-            m = i
-            break
-    if m is None:
-        if len(peaks) > 1:
-            m = int(np.argmin(seg))
-        else:
+    # The minimum is that of the smoothed g over the whole first basin, not the first local dip (on a
+    # small sample a noise dip just after the peak is a local minimum): the basin ends at the second
+    # significant peak, or, without one, where g rises back above `min_depth` x the peak height after
+    # first falling below it. No such fall: no first shell.
+    ws = gs
+    later = [q for q in peaks[1:] if q > p0 + 1]
+    if later:
+        k = p0 + int(np.argmin(ws[p0:later[0]]))
+    else:
+        below = np.nonzero(ws[p0:] < min_depth * ws[p0])[0]
+        if not len(below):
             return out
-    k = p0 + m
+        j = p0 + int(below[0])
+        back = np.nonzero(ws[j:] >= min_depth * ws[p0])[0]
+        end = j + int(back[0]) if len(back) else len(ws)
+        k = j + int(np.argmin(ws[j:end]))
     out["first_shell_radius_nm"] = float(r_nm[k])
     out["first_shell_cn"] = float(np.asarray(cn)[k])
     out["first_minimum_found"] = True

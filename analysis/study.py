@@ -48,6 +48,7 @@ from spemd.units import BOLTZMANN_EV_PER_K
 from spemd.analysis.msd import combine_estimates
 from spemd.analysis.paper import PAPER, PAPER_CITATION, peo_melt_density_g_cm3
 from spemd.analysis.summary import _get, _identity, read_transport
+from spemd.analysis.volume import electrolyte_reference_density
 
 K_SIGMA = 2.0
 DENSITY_TOLERANCE = 0.03
@@ -58,6 +59,8 @@ EA_TOLERANCE_EV = 0.10
 SIGMA_30C_FACTOR = 2.0
 T_30C_K = 303.15
 DENSITY_COLUMN = "Density (g/mL)"
+# the electrolyte alone (box minus a MOF slab; pipeline.reporters), preferred where state.csv has it
+ELECTROLYTE_DENSITY_COLUMN = "Electrolyte Density (g/mL)"
 TIME_COLUMN = "Time (ps)"
 TARGET_WT = 10.0
 
@@ -69,6 +72,7 @@ QUANTITIES = {
     "sigma_EH_S_per_cm": (("conductivity", "sigma_EH_S_per_cm"), ("conductivity", "sigma_EH_err_S_per_cm")),
     "t_plus_ideal": (("conductivity", "t_plus_ideal"), ("conductivity", "t_plus_ideal_err")),
     "t_plus_collective": (("conductivity", "t_plus_collective"), ("conductivity", "t_plus_collective_err")),
+    "haven_ratio": (("conductivity", "haven_ratio"), ("conductivity", "haven_ratio_err")),
     "free_Na_fraction": (("pairing", "free_fraction"), ("pairing", "free_fraction_sem")),
     "cn_NaO_TFSI": (("rdf", "Na-O_TFSI", "first_shell_cn"), None),
 }
@@ -137,9 +141,10 @@ def npt_density(state_csv, n_blocks: int = 5) -> dict:
     """Mean density (g/cm^3) over the second half of an NPT stage's state.csv, sigma from `n_blocks` blocks,
     and whether it has stopped drifting there (:func:`density_drift`)."""
     cols = _read_csv_columns(Path(state_csv))
-    if DENSITY_COLUMN not in cols:
+    column = ELECTROLYTE_DENSITY_COLUMN if ELECTROLYTE_DENSITY_COLUMN in cols else DENSITY_COLUMN
+    if column not in cols:
         raise InputError(f"{state_csv}: no column {DENSITY_COLUMN!r}; columns: {', '.join(cols)}")
-    rho = cols[DENSITY_COLUMN]
+    rho = cols[column]
     time_ps = cols.get(TIME_COLUMN, np.arange(len(rho), dtype=float))
     ok = np.isfinite(rho)
     rho, time_ps = rho[ok], time_ps[ok]
@@ -152,7 +157,7 @@ def npt_density(state_csv, n_blocks: int = 5) -> dict:
         sigma = float(np.std(blocks, ddof=1) / math.sqrt(nb))
     else:
         sigma = float("nan")
-    return {"mean": float(half.mean()), "sigma": sigma, "n_samples": int(len(half)),
+    return {"mean": float(half.mean()), "sigma": sigma, "n_samples": int(len(half)), "column": column,
             "method": f"mean of the second half of the stage; sigma: standard error of {nb} block means",
             "drift": density_drift(t_half, half, n_blocks)}
 
@@ -209,8 +214,15 @@ def _system_meta(system: str, compositions: list[dict], systems_cfg: dict | None
         metal = spec.get("mof_metal", "FeNi")
     salt = [c.get("counts", {}).get("na") for c in compositions]
     has_salt = not (salt and all(s == 0 for s in salt))
+    # salt share of the electrolyte (polymer + salt), for the density reference
+    known = [c for c in compositions if isinstance(c.get("masses_amu"), dict) and {"salt", "peo"} <= set(c["masses_amu"])
+             and (c.get("counts") or {}).get("na")]
+    w_salt = [c["masses_amu"]["salt"] / (c["masses_amu"]["salt"] + c["masses_amu"]["peo"]) for c in known]
+    m_salt = [c["masses_amu"]["salt"] / c["counts"]["na"] for c in known]
     return {"wt_percent": wt, "wt_percent_nominal": nominal, "wt_source": wt_source,
-            "metal": metal if nominal > 0 else None, "has_salt": has_salt}
+            "metal": metal if nominal > 0 else None, "has_salt": has_salt,
+            "salt_mass_fraction": float(np.mean(w_salt)) if w_salt else None,
+            "salt_formula_mass_amu": float(np.mean(m_salt)) if m_salt else None}
 
 
 def load_runs(transport_paths, npt_stage: str | None = "equilibrate") -> list[dict]:
@@ -286,6 +298,8 @@ def aggregate(runs: list[dict], systems_cfg: dict | None = None) -> dict:
         point["rdf_peak1_A"] = _peak(group, 0)
         point["rdf_peak2_A"] = _peak(group, 1)
         dens = [r["npt_density"] for r in group if r["npt_density"]]
+        point["npt_density_is_electrolyte"] = bool(dens) and all(d.get("column") == ELECTROLYTE_DENSITY_COLUMN
+                                                                 for d in dens)
         point["npt_density_g_cm3"] = (combine_estimates([d["mean"] for d in dens], [d["sigma"] for d in dens])
                                       if dens else None)
         point["density_drift"] = {str(r["replica"]): r["npt_density"]["drift"] for r in group
@@ -537,13 +551,20 @@ def protocol_check_rows(agg: dict) -> list[dict]:
 
 
 def density_rows(agg: dict) -> list[dict]:
-    """NPT density of every MOF-free system beside the measured PEO melt density (analysis.paper)."""
+    """NPT electrolyte density of every system beside a reference that fits its composition.
+
+    Salt-free: the measured PEO melt (analysis.paper). With salt and a known salt mass fraction: the
+    volume-additive PEO melt + NaTFSI estimate (analysis.volume.electrolyte_reference_density, flagged
+    unverified). A composite is compared by its electrolyte's own density (box minus the slab)."""
     rows = []
     for (n, T), point in sorted(agg["points"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
         meta = agg["systems"][n]
-        if meta["wt_percent_nominal"] > 0:
-            continue
-        ref = peo_melt_density_g_cm3(T)
+        if meta["wt_percent_nominal"] > 0 and not point.get("npt_density_is_electrolyte"):
+            continue  # a composite's whole-box density (slab included) has no reference
+        w_salt = meta.get("salt_mass_fraction")
+        additive = bool(meta["has_salt"] and w_salt)
+        ref = (electrolyte_reference_density(T, w_salt, meta["salt_formula_mass_amu"]) if additive
+               else peo_melt_density_g_cm3(T))
         claim = f"|rho - rho_exp| < {100 * DENSITY_TOLERANCE:g} %"
         quantity = "NPT density (g/cm³)"
         measured = f"{ref['density_g_cm3']:.4f} g/cm³ ({ref['material']}; {ref['source']})"
@@ -557,13 +578,18 @@ def density_rows(agg: dict) -> list[dict]:
         if ref["extrapolated"]:
             lo, hi = ref["valid_range_K"]
             notes.append(f"correlation extrapolated ({T:g} K outside {lo:g}-{hi:g} K)")
-        if meta["has_salt"]:
+        if additive:
+            notes.append(f"reference UNVERIFIED: {ref['model']} ({ref['melt_density_g_cm3']:.4f} g/cm³ melt, "
+                         f"{ref['salt_specific_volume_cm3_per_g']:.4f} cm³/g salt)")
+        elif meta["has_salt"]:
             notes.append("reference is the salt-free melt; NaTFSI raises the density, so this is not like-for-like")
+        if meta["wt_percent_nominal"] > 0:
+            notes.append("electrolyte density: box minus the MOF slab's z-extent")
         row = _row("density_vs_measured", n, T, quantity, measured, "experiment", _fmt(d["mean"], d["sigma"], 4),
                    claim, DENSITY_TOLERANCE * ref["density_g_cm3"] - abs(d["mean"] - ref["density_g_cm3"]),
                    d["sigma"], status=chk["verdict"], note="; ".join(notes))
         row.update({"deviation_percent": chk["deviation_percent"], "flagged": chk["flagged"],
-                    "like_for_like": not meta["has_salt"]})
+                    "like_for_like": additive or not meta["has_salt"], "reference_verified": ref.get("verified", True)})
         rows.append(row)
     return rows
 

@@ -36,6 +36,7 @@ COLUMNS = (
     ("t_plus_ideal", "t_plus_ideal_err", ("conductivity", "t_plus_ideal"), ("conductivity", "t_plus_ideal_err")),
     ("t_plus_collective", "t_plus_collective_err", ("conductivity", "t_plus_collective"),
      ("conductivity", "t_plus_collective_err")),
+    ("haven_ratio", "haven_ratio_err", ("conductivity", "haven_ratio"), ("conductivity", "haven_ratio_err")),
     ("free_Na_fraction", "free_Na_fraction_sem", ("pairing", "free_fraction"), ("pairing", "free_fraction_sem")),
     ("NaO_TFSI_first_shell_A", None, ("rdf", "Na-O_TFSI", "first_shell_radius_A"), None),
     ("NaO_TFSI_first_shell_CN", None, ("rdf", "Na-O_TFSI", "first_shell_cn"), None),

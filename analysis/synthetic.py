@@ -107,3 +107,33 @@ def electrolyte_universe(n_pairs=20, n_frames=100, D_cation=2e-3, D_anion=1e-3, 
     u = _universe(n, pos, box, dt_ps, resnames=["NA"] * n_pairs + ["TFS"] * n_pairs,
                   names=["NA"] * n_pairs + ["N1", "O1", "O2"] * n_pairs, resids=resids)
     return u, cat, an
+
+
+def caged_positions(n_particles, n_frames, D_nm2_per_ps, cage_nm, tau_ps, dt_ps, seed=0):
+    """Particles in harmonic cages whose centres random-walk: x = c + y, c Brownian with D, y an
+    Ornstein-Uhlenbeck process (per-component variance cage_nm^2, relaxation time tau_ps), independent.
+    MSD(t) = 6 D t + 6 cage^2 (1 - exp(-t/tau)): subdiffusive at t ~ tau, long-time D exactly D."""
+    rng = np.random.default_rng(seed)
+    c = brownian_positions(n_particles, n_frames, D_nm2_per_ps, dt_ps, (5.0, 5.0, 5.0), seed=rng.integers(1 << 31))
+    phi = np.exp(-dt_ps / tau_ps)
+    y = np.empty((n_frames, n_particles, 3))
+    y[0] = rng.normal(0.0, cage_nm, size=(n_particles, 3))  # start in the stationary state
+    kicks = rng.normal(0.0, cage_nm * np.sqrt(1 - phi**2), size=(n_frames, n_particles, 3))
+    for t in range(1, n_frames):
+        y[t] = phi * y[t - 1] + kicks[t]
+    return c + y
+
+
+def persistent_positions(n_particles, n_frames, D_nm2_per_ps, phi, dt_ps, seed=0):
+    """Random walk with AR(1)-correlated steps v_t = phi v_{t-1} + e_t (correlated noise). Per component
+    the long-time D = s^2 / (2 dt (1 - phi)^2) for innovation variance s^2; s is chosen so that D is
+    `D_nm2_per_ps`. MSD is superdiffusive (phi > 0) or subdiffusive (phi < 0) at short lags."""
+    rng = np.random.default_rng(seed)
+    s = np.sqrt(2 * D_nm2_per_ps * dt_ps) * (1 - phi)
+    e = rng.normal(0.0, s, size=(n_frames, n_particles, 3))
+    v = np.empty_like(e)
+    v[0] = e[0] / np.sqrt(1 - phi**2)  # stationary start
+    for t in range(1, n_frames):
+        v[t] = phi * v[t - 1] + e[t]
+    x = np.cumsum(v, axis=0)
+    return x - x[0]

@@ -1,8 +1,8 @@
 """TFSI- adsorption energy on each MOF model vs the MOF charge scale, at the geometric-mixing pair.
 
-Shows where the paper's DFT targets (Fe -0.27, Ni -0.55 eV) lie against what the force field can do:
-E_ads(mof_charge_scale) from the full HKUST-1 charges (1.0) down to an almost uncharged host (0.01),
-whose value is the Lennard-Jones physisorption floor that no metal-O(TFSI) pair term can lift.
+Shows how much of the binding on the capped slab (docs/mof_surface.md) is host-guest Coulomb:
+E_ads(mof_charge_scale) from the full Castillo et al. 2008 charges (1.0, the default) down to an almost
+uncharged host (0.01), whose value is the Lennard-Jones physisorption of the anion.
 E_ads is forcefields.calibration.adsorption_energy_details (best of every start, one CPU thread).
 
     python benchmarks/calibration_charge_scan.py --metals Fe Ni --scales 1 0.5 0.3 0.2 0.1 0.01 \

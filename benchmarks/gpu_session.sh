@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU session (run on the device machine from the repository root, with .whl carried):
 #   1. engine overhead: our production stage vs a bare OpenMM loop, CUDA and OpenCL, same card;
+#   1b. LJ forms: the project's System vs the former table form vs NonbondedForce-LB on the default
+#      config's two boxes (benchmarks/lj_forms.py), CUDA and OpenCL, NVT and NPT;
 #   2. a slice of the paper study: PEO and CPE-10 at paper scale (params built here beforehand under
 #      gpu_inputs/), minimise -> anneal -> cool -> NPT -> production within a wall budget each.
 # Results land in $OUT (JSON, state CSVs, gzipped trajectories <= 16 MiB).
@@ -13,8 +15,12 @@ BUNDLE=gpu_results; mkdir -p $BUNDLE
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $BUNDLE/gpu.txt
 python3 benchmarks/engine_overhead.py --platform CUDA --atoms 23682 --time-ps 100 --out $BUNDLE/engine_overhead_cuda.json 2>&1 | tail -4
 python3 benchmarks/engine_overhead.py --platform OpenCL --atoms 23682 --time-ps 50 --out $BUNDLE/engine_overhead_opencl.json 2>&1 | tail -4
+for platform in CUDA OpenCL; do
+    python3 benchmarks/lj_forms.py --platform $platform --steps 2000 --out $BUNDLE/lj_forms_${platform,,}.json 2>&1 | tail -4
+    python3 benchmarks/lj_forms.py --platform $platform --steps 2000 --npt --out $BUNDLE/lj_forms_${platform,,}_npt.json 2>&1 | tail -3
+done
 for system in PEO CPE-10; do  # parametrise here: system.xml (~25 MB each) would not fit the transfer limit
-    python3 -c "import sys, yaml; from pathlib import Path; from forcefields.parametrise import parametrise; from spemd.config import load_config; parametrise(Path(sys.argv[1]), load_config('config/paper.yaml')['forcefield'], Path(sys.argv[2]))" \
+    python3 -c "import sys, yaml; from pathlib import Path; from spemd.forcefields.parametrise import parametrise; from spemd.config import load_config; parametrise(Path(sys.argv[1]), load_config('config/paper.yaml')['forcefield'], Path(sys.argv[2]))" \
         gpu_inputs/$system/box.pdb gpu_params/$system || exit 1
 done
 python3 benchmarks/paper_slice.py --params gpu_params/PEO gpu_params/CPE-10 --temperature 353 \

@@ -1,25 +1,24 @@
 """Export a parametrised system to GROMACS (.top/.gro) and Amber (.prmtop/.inpcrd) through ParmEd.
 
-ParmEd cannot read a CustomNonbondedForce, so the geometric LJ table is translated into what both
-formats represent natively:
-* per-type sigma/epsilon recovered from the table diagonal (sigma = (A/B)^(1/6), eps = B^2/(4A)) with
-  the GEOMETRIC combining rule (GROMACS `comb-rule 3`; Amber prmtop stores explicit A/B coefficients
-  per type pair, which ParmEd fills geometrically);
-* any off-diagonal entry that is not the geometric mean of the diagonal (forcefield.metal_o_tfsi
-  overrides) as an explicit pair term: GROMACS [ nonbond_params ], Amber NBFIX-style coefficients.
+ParmEd cannot read a CustomNonbondedForce, so the geometric LJ ('LJGeometric', per-particle product
+form, and 'LJPairOverrides') is translated into what both formats represent natively:
+* per-type sigma/epsilon, as create_system records them, with the GEOMETRIC combining rule (GROMACS
+  `comb-rule 3`; Amber prmtop stores explicit A/B coefficients per type pair, which ParmEd fills
+  geometrically);
+* every applied metal-O(TFSI) pair term (forcefield.metal_o_tfsi) as an explicit pair: GROMACS
+  [ nonbond_params ], Amber NBFIX-style coefficients.
 Not representable and therefore left out: a rigid MOF (zero masses: the exported masses are the
-element masses, freeze the MOF with the engine's own means, e.g. GROMACS freezegrps) and the flexible-
-MOF tether (a position restraint). Both are recorded in export.json.
+element masses, freeze the MOF with the engine's own means, e.g. GROMACS freezegrps), the flexible-
+MOF tether (a position restraint) and a nonzero 12-6-4 C4 term of a metal-O pair. All are recorded
+in export.json.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
@@ -27,7 +26,7 @@ import openmm.unit as u
 from spemd.errors import InputError
 from spemd.files import atomic_path, write_json_atomic
 from spemd.forcefields.library import FF_DIR
-from spemd.forcefields.parametrise import create_system
+from spemd.forcefields.parametrise import METAL_TYPES, TFSI_O_TYPE, create_system
 from spemd.provenance import provenance, sha256_file
 
 KJ_PER_KCAL = 4.184
@@ -43,22 +42,6 @@ def _load(params_dir: Path):
     return system, pdb, meta
 
 
-def _lj_table(force: openmm.CustomNonbondedForce):
-    funcs = {force.getTabulatedFunctionName(k): force.getTabulatedFunction(k) for k in range(force.getNumTabulatedFunctions())}
-    n, _, a = funcs["acoef"].getFunctionParameters()
-    _, _, b = funcs["bcoef"].getFunctionParameters()
-    a = np.array(a).reshape(n, n).T
-    b = np.array(b).reshape(n, n).T
-    types = [int(force.getParticleParameters(i)[0]) for i in range(force.getNumParticles())]
-    return a, b, types
-
-
-def _sigma_eps(a, b):
-    if a == 0 or b == 0:
-        return 0.1, 0.0
-    return (a / b) ** (1 / 6), b * b / (4 * a)
-
-
 def to_structure(params_dir):
     """A ParmEd Structure equivalent to the parametrised system, geometric combining, with NBFIX."""
     import parmed
@@ -72,12 +55,11 @@ def to_structure(params_dir):
             raise InputError(f"{FF_DIR / name}: changed since {params_dir} was parametrised; parametrise again")
     ff_cfg = meta["provenance"]["config"]["forcefield"]
     positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    system, _ = create_system(pdb.topology, ff_cfg, positions, constraints=None)
-    forces = {f.getName(): k for k, f in enumerate(system.getForces())}
-    lj = system.getForce(forces["LJGeometric"])
-    a, b, ptype = _lj_table(lj)
-    names = meta["atom_types"]
-    diag = [_sigma_eps(a[k, k], b[k, k]) for k in range(len(names))]
+    system, info = create_system(pdb.topology, ff_cfg, positions, constraints=None)
+    names = info["atom_types"]
+    diag = [(info["type_sigma_nm"][t], info["type_epsilon_kj_mol"][t]) for t in names]
+    index = {t: k for k, t in enumerate(names)}
+    ptype = [index[t] for t in info["particle_types"]]
 
     # a plain System parmed understands: LJ back in NonbondedForce, custom forces removed
     std = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
@@ -109,16 +91,15 @@ def to_structure(params_dir):
         t.mass, t.atomic_number = atom.mass, atom.atomic_number
         atom.atom_type, atom.type = t, t.name
     pairs = []
-    for i in range(len(names)):
-        for j in range(i, len(names)):
-            sg = math.sqrt(diag[i][0] * diag[j][0])
-            eg = math.sqrt(diag[i][1] * diag[j][1])
-            if not (np.isclose(a[i, j], 4 * eg * sg**12, rtol=1e-9) and np.isclose(b[i, j], 4 * eg * sg**6, rtol=1e-9)):
-                sig, eps = _sigma_eps(a[i, j], b[i, j])
-                rmin = sig * 10 * 2 ** (1 / 6)
-                ptypes[names[i]].add_nbfix(names[j], rmin, eps / KJ_PER_KCAL)
-                ptypes[names[j]].add_nbfix(names[i], rmin, eps / KJ_PER_KCAL)
-                pairs.append({"types": [names[i], names[j]], "sigma_nm": sig, "epsilon_kj_mol": eps})
+    for metal, pair in sorted(info["metal_o_tfsi"].items()):
+        if not pair["applied"]:
+            continue
+        t1, t2 = METAL_TYPES[metal], TFSI_O_TYPE
+        sig, eps = pair["sigma_nm"], pair["epsilon_kj_mol"]
+        rmin = sig * 10 * 2 ** (1 / 6)
+        ptypes[t1].add_nbfix(t2, rmin, eps / KJ_PER_KCAL)
+        ptypes[t2].add_nbfix(t1, rmin, eps / KJ_PER_KCAL)
+        pairs.append({"types": [t1, t2], "sigma_nm": sig, "epsilon_kj_mol": eps, "c4_kJ_nm4_per_mol": pair["c4_kJ_nm4_per_mol"]})
     return struct, meta, pairs
 
 
@@ -133,6 +114,7 @@ def _record(params_dir, meta, pairs, files):
             for note, applies in (
                 ("zero masses of the rigid MOF (element masses written; freeze it in the engine)", meta.get("has_mof_slab") and meta.get("rigid_mof")),
                 ("harmonic tether of the flexible MOF", meta.get("mof_restraint_k_kj_mol_nm2") is not None),
+                ("12-6-4 C4 term of metal-O(TFSI) pairs", any(p["c4_kJ_nm4_per_mol"] != 0 for p in pairs)),
             )
             if applies
         ],

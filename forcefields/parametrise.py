@@ -3,10 +3,17 @@
 OPLS-AA and CL&P combine LJ sigmas geometrically; OpenMM's NonbondedForce uses Lorentz-Berthelot.
 So after app.ForceField.createSystem:
 * NonbondedForce keeps the Coulomb part (PME) only: every particle's epsilon is set to 0;
-* LJ moves to a CustomNonbondedForce  E = A(ti,tj)/r^12 - B(ti,tj)/r^6  with per-type tables
-  A = 4 eps_ij sigma_ij^12, B = 4 eps_ij sigma_ij^6, eps_ij = sqrt(eps_i eps_j), sigma_ij = sqrt(sigma_i sigma_j)
-  (table entries can be overridden per pair: forcefield.metal_o_tfsi), same cutoff, long-range
-  dispersion correction on, one exclusion per NonbondedForce exception;
+* LJ moves to a CustomNonbondedForce 'LJGeometric' in per-particle product form
+  E = a1*a2/r^12 - b1*b2/r^6,  a = sqrt(4 eps) sigma^6,  b = sqrt(4 eps) sigma^3,
+  which is exactly 4 eps_ij (sigma_ij^12/r^12 - sigma_ij^6/r^6) with eps_ij = sqrt(eps_i eps_j) and
+  sigma_ij = sqrt(sigma_i sigma_j); no table look-up, so it runs ~4x faster than per-type tables on CPU.
+  Same cutoff, long-range dispersion correction on, one exclusion per NonbondedForce exception;
+* per-metal metal-O(TFSI) pair terms (forcefield.metal_o_tfsi: sigma_nm, epsilon_kj_mol and an optional
+  12-6-4 ion-induced-dipole c4_kJ_nm4_per_mol) go into a small CustomNonbondedForce 'LJPairOverrides'
+  restricted to {metal atoms} x {TFSI O} that adds (pair term - geometric term) for exactly those pairs;
+* MOF-MOF pairs of a rigid MOF are computed although constant: on OpenMM's CPU platform interaction
+  groups make the whole force ~3x slower, and exclusions would have to be NonbondedForce exceptions
+  as well (OpenMM requires identical exclusions), one per MOF-MOF pair (benchmarks/lj_forms.py);
 * 1-4 pairs stay NonbondedForce exceptions (coulomb and LJ scaled 0.5) with the geometric sigma.
 """
 
@@ -26,7 +33,7 @@ from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance, sha256_file
 
 ION_RESIDUES = ("NA", "TFS")
-MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
+MOF_RESIDUES = ("BTC", "FMT", "FE", "NI", "CU")  # FMT: formate surface caps (systems/mof.py)
 # charge_scale: electronic-continuum scaling of the ions; mof_charge_scale: the MOF's surface charge
 # model (1.0 = the mof.xml charges as published; < 1 screens the host-guest Coulomb attraction, the
 # knob that brings TFSI- adsorption energies down to DFT values, see forcefields/calibration.py)
@@ -36,7 +43,12 @@ TFSI_O_TYPE = "tfsi_O"
 # Tether of a flexible MOF: no MOF bonded terms are parametrised, so without it the framework would
 # fall apart; 1000 kJ/mol/nm^2 keeps thermal displacements at 353 K near sqrt(kT/k) ~ 0.05 nm.
 MOF_RESTRAINT_K = 1000.0
-LJ_ENERGY = "acoef(type1, type2)/r^12 - bcoef(type1, type2)/r^6"
+# product form of geometric mixing (module doc); other spellings (a1*a2/r^12 - b1*b2/r^6, ...) measured as fast
+LJ_ENERGY = "(a1*a2*ir6 - b1*b2)*ir6; ir6 = 1/(r*r*r*r*r*r)"
+# (override - geometric) for metal-O(TFSI) pairs plus the 12-6-4 term -C4/r^4; only the metal of a
+# pair carries nonzero values, so the sums make the expression symmetric in the two particles
+PAIR_ENERGY = "(da*ir6 - db)*ir6 - c4*ir2*ir2; ir6 = ir2*ir2*ir2; ir2 = 1/(r*r); da = da1 + da2; db = db1 + db2; c4 = c41 + c42"
+PAIR_KEYS = {"sigma_nm", "epsilon_kj_mol", "c4_kJ_nm4_per_mol"}
 
 
 class _TypeRecorder:
@@ -49,21 +61,10 @@ class _TypeRecorder:
         self.types = [data.atomType[a] for a in data.atoms]
 
 
-def lj_tables(type_sigma: dict, type_eps: dict, names: list[str], overrides: dict | None = None):
-    """Geometric-mixing A and B tables (n x n, kJ/mol nm^12 and nm^6); overrides {(t1,t2): (sigma, eps)}."""
-    n = len(names)
-    a = np.zeros((n, n))
-    b = np.zeros((n, n))
-    for i, ti in enumerate(names):
-        for j, tj in enumerate(names):
-            sig = math.sqrt(type_sigma[ti] * type_sigma[tj])
-            eps = math.sqrt(type_eps[ti] * type_eps[tj])
-            a[i, j], b[i, j] = 4 * eps * sig**12, 4 * eps * sig**6
-    for (t1, t2), (sig, eps) in (overrides or {}).items():
-        i, j = names.index(t1), names.index(t2)
-        a[i, j] = a[j, i] = 4 * eps * sig**12
-        b[i, j] = b[j, i] = 4 * eps * sig**6
-    return a, b
+def lj_particle_coefficients(sigma_nm: float, epsilon_kj_mol: float) -> tuple[float, float]:
+    """Per-particle (a, b) of the product form: a = sqrt(4 eps) sigma^6, b = sqrt(4 eps) sigma^3."""
+    root = math.sqrt(4.0 * epsilon_kj_mol)
+    return root * sigma_nm**6, root * sigma_nm**3
 
 
 def _check_cfg(ff_cfg: dict) -> None:
@@ -77,8 +78,14 @@ def _check_cfg(ff_cfg: dict) -> None:
     for metal, pair in (ff_cfg.get("metal_o_tfsi") or {}).items():
         if metal not in METAL_TYPES:
             raise ConfigError(f"forcefield.metal_o_tfsi: {metal!r} is not allowed; allowed values: {', '.join(map(repr, METAL_TYPES))}")
+        unknown = sorted(set(pair) - PAIR_KEYS)
+        if unknown:
+            raise ConfigError(f"forcefield.metal_o_tfsi.{metal}.{unknown[0]}: unknown key; allowed keys: {', '.join(sorted(PAIR_KEYS))}")
         if not pair.get("sigma_nm", 0) > 0 or not pair.get("epsilon_kj_mol", -1) >= 0:
             raise ConfigError(f"forcefield.metal_o_tfsi.{metal}: needs sigma_nm > 0 and epsilon_kj_mol >= 0")
+        c4 = pair.get("c4_kJ_nm4_per_mol", 0.0)
+        if isinstance(c4, bool) or not isinstance(c4, (int, float)) or not math.isfinite(c4):
+            raise ConfigError(f"forcefield.metal_o_tfsi.{metal}.c4_kJ_nm4_per_mol: {c4!r} is not a finite number")
 
 
 def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbonded_method=app.PME, constraints=app.HBonds):
@@ -127,13 +134,13 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
         type_sigma[t] = sig.value_in_unit(u.nanometer)
         type_eps[t] = eps.value_in_unit(u.kilojoule_per_mole)
     names = sorted(type_sigma)
-    overrides, applied = {}, {}
+    applied, pair_terms = {}, {}
     for metal, pair in sorted((ff_cfg.get("metal_o_tfsi") or {}).items()):
         present = METAL_TYPES[metal] in type_sigma and TFSI_O_TYPE in type_sigma
-        applied[metal] = {"sigma_nm": pair["sigma_nm"], "epsilon_kj_mol": pair["epsilon_kj_mol"], "applied": present}
+        c4 = float(pair.get("c4_kJ_nm4_per_mol", 0.0))
+        applied[metal] = {"sigma_nm": pair["sigma_nm"], "epsilon_kj_mol": pair["epsilon_kj_mol"], "c4_kJ_nm4_per_mol": c4, "applied": present}
         if present:
-            overrides[(METAL_TYPES[metal], TFSI_O_TYPE)] = (pair["sigma_nm"], pair["epsilon_kj_mol"])
-    a_tab, b_tab = lj_tables(type_sigma, type_eps, names, overrides)
+            pair_terms[METAL_TYPES[metal]] = (float(pair["sigma_nm"]), float(pair["epsilon_kj_mol"]), c4)
 
     # ionic and MOF charge scaling, then Coulomb-only NonbondedForce
     scale = float(ff_cfg.get("charge_scale", DEFAULT_SCALES["charge_scale"]))
@@ -145,35 +152,65 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
         nb.setParticleParameters(i, q * float(particle_scale[i]), sig, 0.0)
     nb.setUseDispersionCorrection(False)
 
-    lj = openmm.CustomNonbondedForce(LJ_ENERGY)
-    lj.setName("LJGeometric")
-    n = len(names)
-    # Discrete2DFunction values are indexed x + n*y; the tables are symmetric
-    lj.addTabulatedFunction("acoef", openmm.Discrete2DFunction(n, n, a_tab.T.ravel().tolist()))
-    lj.addTabulatedFunction("bcoef", openmm.Discrete2DFunction(n, n, b_tab.T.ravel().tolist()))
-    lj.addPerParticleParameter("type")
-    index = {t: k for k, t in enumerate(names)}
-    for t in types:
-        lj.addParticle([float(index[t])])
-    if periodic:
-        lj.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
-        lj.setCutoffDistance(cutoff)
-        lj.setUseLongRangeCorrection(True)
-        lj.setUseSwitchingFunction(nb.getUseSwitchingFunction())
-        lj.setSwitchingDistance(nb.getSwitchingDistance())
-    else:
-        lj.setNonbondedMethod(openmm.CustomNonbondedForce.NoCutoff)
+    exclusions = []
     for k in range(nb.getNumExceptions()):
         i, j, qq, sig, eps = nb.getExceptionParameters(k)
-        lj.addExclusion(i, j)
+        exclusions.append((i, j))
         qq = qq * float(particle_scale[i] * particle_scale[j])
         if eps.value_in_unit(u.kilojoule_per_mole) != 0.0:
             sig = math.sqrt(type_sigma[types[i]] * type_sigma[types[j]])
         nb.setExceptionParameters(k, i, j, qq, sig, eps)
+
+    def nonbonded(energy: str, name: str, params: tuple[str, ...]) -> openmm.CustomNonbondedForce:
+        force = openmm.CustomNonbondedForce(energy)
+        force.setName(name)
+        for p in params:
+            force.addPerParticleParameter(p)
+        if periodic:
+            force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+            force.setCutoffDistance(cutoff)
+            force.setUseLongRangeCorrection(True)
+            force.setUseSwitchingFunction(nb.getUseSwitchingFunction())
+            force.setSwitchingDistance(nb.getSwitchingDistance())
+        else:
+            force.setNonbondedMethod(openmm.CustomNonbondedForce.NoCutoff)
+        return force
+
+    def add_exclusions(force: openmm.CustomNonbondedForce) -> None:
+        # identical to the NonbondedForce exceptions: OpenMM refuses a Context otherwise
+        for i, j in exclusions:
+            force.addExclusion(i, j)
+
+    coeff = {t: lj_particle_coefficients(type_sigma[t], type_eps[t]) for t in names}
+    lj = nonbonded(LJ_ENERGY, "LJGeometric", ("a", "b"))
+    for t in types:
+        lj.addParticle(list(coeff[t]))
+    add_exclusions(lj)
     system.addForce(lj)
 
+    # MOF-MOF pairs of a rigid slab stay in: skipping them costs more than it saves (measured,
+    # benchmarks/lj_forms.py, OpenMM 8.6 CPU: interaction groups {mobile}x{all} 2.9x slower; exclusions
+    # must then be NonbondedForce exceptions too, ~240k for the default CPE slab)
     mof_idx = [a.index for a in atoms if a.residue.name in MOF_RESIDUES]
     rigid = bool(ff_cfg.get("rigid_mof", True))
+
+    if pair_terms:
+        # (pair term - geometric term) for metal-O(TFSI) pairs only; sigma/eps sources: forcefield.metal_o_tfsi
+        # or the calibration (forcefields/calibration.py), c4 the 12-6-4 ion-induced dipole (default 0)
+        o_geo = coeff[TFSI_O_TYPE]
+        delta = {}
+        for t, (sig, eps, c4) in pair_terms.items():
+            a_geo, b_geo = (coeff[t][0] * o_geo[0], coeff[t][1] * o_geo[1])
+            delta[t] = (4 * eps * sig**12 - a_geo, 4 * eps * sig**6 - b_geo, c4)
+        corr = nonbonded(PAIR_ENERGY, "LJPairOverrides", ("da", "db", "c4"))
+        for t in types:
+            corr.addParticle(list(delta.get(t, (0.0, 0.0, 0.0))))
+        add_exclusions(corr)
+        metals = [i for i, t in enumerate(types) if t in delta]
+        oxygens = [i for i, t in enumerate(types) if t == TFSI_O_TYPE]
+        corr.addInteractionGroup(metals, oxygens)
+        system.addForce(corr)
+
     if mof_idx and rigid:
         mof_set = set(mof_idx)
         for i in mof_idx:
@@ -234,7 +271,10 @@ def parametrise(box_pdb, ff_cfg: dict, out_dir) -> dict:
         "mof_charge_scale": info["mof_charge_scale"],
         "mof_charge_scaled_residues": list(MOF_RESIDUES),
         "mixing": "geometric",
-        "lj_force": "CustomNonbondedForce 'LJGeometric' (per-type acoef/bcoef tables); NonbondedForce is Coulomb only",
+        "lj_force": (
+            "CustomNonbondedForce 'LJGeometric' (per-particle a1*a2/r^12 - b1*b2/r^6) "
+            "+ 'LJPairOverrides' (metal-O(TFSI) pair terms, C4); NonbondedForce is Coulomb only"
+        ),
         "atom_types": info["atom_types"],
         "metal_o_tfsi": info["metal_o_tfsi"],
         "hydrogen_mass_amu": h_mass,

@@ -18,23 +18,31 @@ import sys
 from pathlib import Path
 
 from spemd.config import load_config, replica_seed, validate_sections
-from spemd.errors import ConfigError, SpemdError
+from spemd.errors import ConfigError, InputError, SpemdError, StageIncomplete
 
 EXIT_ERROR = 1
 #: EX_TEMPFAIL: the stage checkpointed and stopped before its wall-time budget ran out.
 EXIT_RERUN_TO_CONTINUE = 75
 
 
-def _config(args) -> dict:
+def _config(args, required: tuple[str, ...] = ()) -> dict:
+    """The validated config; `required` are the sections this step cannot run without."""
     if getattr(args, "config_json", None):
         try:
             partial = json.loads(args.config_json)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
-        return validate_sections(partial)
-    if getattr(args, "config", None):
-        return load_config(args.config)
-    raise ConfigError("give --config FILE or --config-json JSON")
+        config = validate_sections(partial)
+        source = "--config-json"
+    elif getattr(args, "config", None):
+        config = load_config(args.config)
+        source = args.config
+    else:
+        raise ConfigError("give --config FILE or --config-json JSON")
+    missing = [s for s in required if s not in config]
+    if missing:
+        raise ConfigError(f"{source}: section {missing[0]!r} is missing; `spemd {args.command}` needs: {', '.join(required)}")
+    return config
 
 
 def _add_config_args(p):
@@ -50,7 +58,7 @@ def cmd_validate(args):
 def cmd_build(args):
     from spemd.systems.build import build_box
 
-    config = _config(args)
+    config = _config(args, ("systems",))
     if args.system not in config["systems"]:
         raise ConfigError(f"--system: {args.system!r} is not in systems; allowed values: {', '.join(config['systems'])}")
     cutoff = config.get("forcefield", {}).get("nonbonded_cutoff_nm", 1.0)
@@ -125,10 +133,10 @@ def _device_claim(platform_cfg: dict):
 
 
 def cmd_minimise(args):
-    from spemd.pipeline.engine import minimise
-
-    config = _config(args)
+    config = _config(args, ("protocol",))
     with _device_claim(config.get("platform", {})):
+        from spemd.pipeline.engine import minimise  # imports OpenMM: only after the claim pinned the GPU
+
         minimise(Path(args.params), config["protocol"], config.get("platform", {}), Path(args.out))
 
 
@@ -151,12 +159,12 @@ def resolve_stage_temperature(stage: dict, run_temperature_K: float) -> dict:
 
 
 def cmd_md(args):
-    from spemd.pipeline.engine import StageIncomplete, run_stage
-
-    config = _config(args)
+    config = _config(args, ("protocol",))
     stage = resolve_stage_temperature(_stage(config, args.stage), args.temperature)
     try:
         with _device_claim(config.get("platform", {})):
+            from spemd.pipeline.engine import run_stage  # imports OpenMM: only after the claim pinned the GPU
+
             run_stage(
                 Path(args.params),
                 stage,
@@ -176,17 +184,26 @@ def cmd_md(args):
 
 def cmd_analyse_run(args):
     from spemd.analysis.production import analyse_production
+    from spemd.pipeline.engine import forcefield_hashes
 
     config = _config(args)
-    ff = json.loads((Path(args.params) / "forcefield.json").read_text())
+    ff_path = Path(args.params) / "forcefield.json"
+    if not ff_path.is_file():
+        raise InputError(f"--params {args.params}: {ff_path.name} missing; give the params folder of `spemd parametrise`")
+    try:
+        ff = json.loads(ff_path.read_text())
+        charge_scale = float(ff["charge_scale"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{ff_path}: no usable charge_scale ({type(exc).__name__}: {exc}); rerun `spemd parametrise`") from None
     analyse_production(
         topology=Path(args.params) / "topology.pdb",
         trajectory=Path(args.production) / "trajectory.dcd",
         out_dir=Path(args.out),
         analysis_cfg=config.get("analysis", {}),
-        charge_scale=ff["charge_scale"],
+        charge_scale=charge_scale,
         temperature_K=args.temperature,
-        provenance_extra={"system": args.system, "replica": args.replica, "temperature_K": args.temperature},
+        provenance_extra={"system": args.system, "replica": args.replica, "temperature_K": args.temperature,
+                          "forcefield_files": forcefield_hashes(ff)},
     )
 
 
@@ -283,6 +300,10 @@ def main(argv=None) -> int:
         rc = args.func(args)
     except SpemdError as exc:
         print(f"spemd {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # read-only or full output folder, missing input...: the file and the reason
+        where = exc.filename if exc.filename is not None else "?"
+        print(f"spemd {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     return int(rc or 0)
 

@@ -15,7 +15,13 @@ uninterrupted run would have written (same frames, same time axis, no duplicates
 
 A wall-clock budget (argument, ``SPEMD_MAX_WALL_SECONDS``, or ``SLURM_JOB_END_TIME`` minus a margin)
 makes a stage stop at a frame boundary with a fresh checkpoint before the budget runs out and raise
-:class:`StageIncomplete` ("rerun to continue"), which the CLI maps to exit code 75.
+:class:`StageIncomplete` ("rerun to continue"), which the CLI maps to exit code 75. SIGTERM, SIGINT and
+SIGUSR1 (Slurm's warning signal, ``--signal=B:USR1@300``) do the same at the next frame boundary; a
+second signal exits at once.
+
+Every ``checkpoint.chk`` has a sidecar ``checkpoint.json`` (step, time step, atom count, platform,
+OpenMM version, SHA-256 of the checkpoint), both written under temporary names and renamed. A resume
+verifies the pair first and stops with one line naming the file and what differs.
 
 Velocities and the thermostat/barostat random streams are seeded at the start of the first run of a
 stage from ``seed`` and the stage name (:func:`stage_seed`), so stages of one replica get independent
@@ -24,10 +30,13 @@ streams while the same seed reproduces the same run on a deterministic platform.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -37,10 +46,12 @@ import openmm
 from openmm import app, unit
 
 from spemd.pipeline.dcd import truncate_dcd
-from spemd.errors import ConfigError, InputError, SimulationError, one_of
+from spemd.errors import ConfigError, InputError, SimulationError, StageIncomplete, one_of
 from spemd.files import atomic_path, write_json_atomic, write_text_atomic
 from spemd.pipeline.platforms import describe_context, select_platform
-from spemd.provenance import provenance
+from spemd.pipeline.equilibration import DensityPlateau, check_stage as check_until
+from spemd.pipeline.equilibration import is_z_only as barostat_is_z_only, set_volume as set_plateau_volume
+from spemd.provenance import provenance, sha256_file
 from spemd.pipeline.reporters import (
     BlowUp,
     DCDTrajectoryReporter,
@@ -71,12 +82,14 @@ PROTOCOL_DEFAULTS = {
 STAGE_DEFAULTS = {"trajectory_interval_ps": 1.0, "state_interval_ps": 1.0}
 ENSEMBLES = ("NVT", "NPT")
 
+#: signals that make a running stage checkpoint at the next frame boundary and exit 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
 # Test hook: called as _after_checkpoint(step) after every checkpoint write (tests kill the process here).
 _after_checkpoint = None
 
 
-class StageIncomplete(SimulationError):
-    """The wall-clock budget ran out; a checkpoint was written and a rerun continues the stage."""
+__all__ = ["StageIncomplete", "minimise", "run_stage", "stage_plan", "verify_checkpoint"]
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -119,6 +132,16 @@ class Params:
     def input_files(self):
         return [self.system_path, self.topology_path, self.meta_path]
 
+    def forcefield_files(self) -> dict:
+        """{xml name: SHA-256} of the force-field files the System was built from (forcefield.json)."""
+        return forcefield_hashes(self.meta)
+
+
+def forcefield_hashes(meta: dict) -> dict:
+    """{xml name: SHA-256} from a forcefield.json (a bare list of names, as in the test systems: no hashes)."""
+    files = meta.get("xml_files") or {}
+    return dict(files) if isinstance(files, dict) else {str(f): None for f in files}
+
 
 def _with_defaults(section: dict | None, defaults: dict) -> dict:
     out = dict(defaults)
@@ -147,6 +170,7 @@ def stage_plan(stage: dict, protocol: dict) -> dict:
         raise ConfigError(one_of(f"{key}.ensemble", stage.get("ensemble"), ENSEMBLES))
     if "time_ps" not in stage or stage["time_ps"] <= 0:
         raise ConfigError(f"{key}.time_ps: required and must be > 0")
+    check_until(stage, key)
     dt_fs = float(protocol["timestep_fs"])
     n_steps = _steps(float(stage["time_ps"]), dt_fs, f"{key}.time_ps")
     traj = _steps(float(stage["trajectory_interval_ps"]), dt_fs, f"{key}.trajectory_interval_ps")
@@ -315,7 +339,7 @@ def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
             "provenance": provenance(
                 config={"protocol": protocol, "platform": platform_cfg},
                 inputs=params.input_files(),
-                extra={"platform": description},
+                extra={"platform": description, "forcefield_files": params.forcefield_files()},
             ),
         }
         write_json_atomic(done_path, result)
@@ -385,7 +409,58 @@ def _advance(sim: app.Simulation, reporters, end_step: int) -> None:
                 r.report(sim, state)
 
 
-def _write_checkpoint(context: openmm.Context, path: Path, reporters, energy_limit, step: int, time_ps: float) -> None:
+def sidecar_path(ckpt_path: Path) -> Path:
+    return ckpt_path.with_suffix(".json")
+
+
+def _checkpoint_record(step: int, dt_fs: float, n_atoms: int, platform_name: str) -> dict:
+    return {"step": int(step), "timestep_fs": float(dt_fs), "n_atoms": int(n_atoms),
+            "platform": platform_name, "openmm_version": openmm.__version__}
+
+
+def verify_checkpoint(ckpt_path: Path, dt_fs: float, n_atoms: int, platform_name: str) -> dict | None:
+    """The checkpoint's sidecar record if it matches this run and the file's SHA-256; else SimulationError.
+
+    None for a checkpoint without a sidecar (written before sidecars existed): usable, but unverified.
+    """
+    side = sidecar_path(ckpt_path)
+    pending = side.with_name(side.name + ".new")
+    if pending.is_file():  # killed between the checkpoint's rename and its record's (_write_checkpoint)
+        try:
+            matches = json.loads(pending.read_text()).get("sha256") == sha256_file(ckpt_path)
+        except ValueError:
+            matches = False
+        if matches:
+            os.replace(pending, side)
+        else:
+            pending.unlink()
+    if not side.is_file():
+        return None
+    try:
+        record = json.loads(side.read_text())
+        expected = {k: record[k] for k in ("step", "timestep_fs", "n_atoms", "platform", "openmm_version", "sha256")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SimulationError(f"{side}: unreadable checkpoint record ({type(exc).__name__}: {exc}); delete the stage folder to restart it") from None
+    actual = _checkpoint_record(expected["step"], dt_fs, n_atoms, platform_name)
+    actual["sha256"] = sha256_file(ckpt_path)
+    if actual["sha256"] != expected["sha256"]:
+        raise SimulationError(
+            f"{ckpt_path}: corrupt or truncated (SHA-256 differs from {side.name}, {ckpt_path.stat().st_size} bytes on disk); "
+            "delete the stage folder to restart the stage"
+        )
+    what = {"timestep_fs": "protocol.timestep_fs", "n_atoms": "atom count", "platform": "platform",
+            "openmm_version": "OpenMM version"}
+    for key, label in what.items():
+        if actual[key] != expected[key]:
+            raise SimulationError(
+                f"{ckpt_path}: written with {label} {expected[key]!r}, this run has {actual[key]!r}; "
+                f"resume with the same {label} or delete the stage folder to restart the stage"
+            )
+    return expected
+
+
+def _write_checkpoint(context: openmm.Context, path: Path, reporters, energy_limit, step: int, time_ps: float,
+                      record: dict) -> None:
     """Checkpoint only a healthy state: finite positions and a finite, bounded energy."""
     # positions first: some platforms cannot evaluate forces on NaN coordinates at all
     pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -397,11 +472,18 @@ def _write_checkpoint(context: openmm.Context, path: Path, reporters, energy_lim
     for r in reporters:
         r.flush(sync=True)  # every frame/row up to this step is on disk before the checkpoint is
     data = context.createCheckpoint()
+    # The pair cannot be renamed in one go: the new record goes to checkpoint.json.new first, then the
+    # checkpoint, then the record. A kill in between leaves a .new whose hash matches the checkpoint,
+    # which verify_checkpoint promotes; every other mismatch is a corrupt file.
+    side = sidecar_path(path)
+    pending = side.with_name(side.name + ".new")
+    write_json_atomic(pending, {**record, "sha256": hashlib.sha256(data).hexdigest(), "checkpoint": path.name})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    os.replace(pending, side)
     if _after_checkpoint is not None:
         _after_checkpoint(step)
 
@@ -462,7 +544,17 @@ def run_stage(
         csv_path = out_dir / "state.csv"
 
         resumed_from = None
+        # until: density_plateau -- extends the stage chunk by chunk (pipeline/equilibration.py)
+        plateau = (DensityPlateau(stage, n_steps, plan["dt_fs"], plan["checkpoint_unit"], csv_path)
+                   if stage.get("until") else None)
+        ckpt_record = _checkpoint_record(0, plan["dt_fs"], system.getNumParticles(), platform.getName())
+        verified = False
         if ckpt_path.is_file():
+            record = verify_checkpoint(ckpt_path, plan["dt_fs"], system.getNumParticles(), platform.getName())
+            verified = record is not None
+            if not verified:
+                log.warning("stage %s: %s has no %s record; resuming from it unverified", name, ckpt_path,
+                            sidecar_path(ckpt_path).name)
             try:
                 sim.context.loadCheckpoint(ckpt_path.read_bytes())
             except Exception as exc:
@@ -472,6 +564,22 @@ def run_stage(
                     "stage folder to restart the stage"
                 ) from None
             resumed_from = sim.currentStep
+            if verified and resumed_from != record["step"]:
+                raise SimulationError(
+                    f"stage {name}: {ckpt_path} is at step {resumed_from} but {sidecar_path(ckpt_path).name} says "
+                    f"step {record['step']}; delete the stage folder to restart the stage"
+                )
+            # the checkpoint carries both its step and its time: they disagree if the time step changed,
+            # which also catches checkpoints without a record
+            t_ckpt = sim.context.getState().getTime().value_in_unit(unit.picosecond)
+            if resumed_from > 0 and not math.isclose(t_ckpt, resumed_from * plan["dt_fs"] / 1000.0, rel_tol=1e-6):
+                raise SimulationError(
+                    f"stage {name}: {ckpt_path} was written with protocol.timestep_fs "
+                    f"{1000.0 * t_ckpt / resumed_from:.6g} (t = {t_ckpt:.6g} ps at step {resumed_from}), this run has "
+                    f"{plan['dt_fs']:g}; resume with the same time step or delete the stage folder to restart the stage"
+                )
+            if plateau is not None and n_steps < resumed_from <= plateau.max_steps:
+                n_steps = resumed_from  # an extended until-stage: the plateau test decides again from here
             if resumed_from > n_steps:
                 raise SimulationError(
                     f"stage {name}: {ckpt_path} is at step {resumed_from}, beyond the stage's {n_steps} steps; "
@@ -525,15 +633,55 @@ def run_stage(
             if baro_param is not None:
                 sim.context.setParameter(baro_param, temp)
 
+        def extend() -> bool:
+            """At the end of an until-stage's chunk: run another chunk unless the density has plateaued."""
+            nonlocal n_steps
+            if plateau is None:
+                return False
+            for w in writers:
+                w.flush()
+            nxt = plateau.next_end(sim.currentStep)
+            if nxt is None:
+                return False
+            log.info("stage %s: density still drifting (%+.2f %%); extending to step %d", name,
+                     plateau.checks[-1]["drift_percent"] or float("nan"), nxt)
+            n_steps = nxt
+            for r in reporters:  # progress and ETA against the extended length
+                if hasattr(r, "total_steps"):
+                    r.total_steps = nxt
+            return True
+
         def checkpoint(step):
-            nonlocal last_ckpt, last_ckpt_step
+            nonlocal last_ckpt, last_ckpt_step, verified
             time_ps = step * plan["dt_fs"] / 1000.0
-            _write_checkpoint(sim.context, ckpt_path, writers, energy_limit, step, time_ps)
-            last_ckpt, last_ckpt_step = time.perf_counter(), step
+            _write_checkpoint(sim.context, ckpt_path, writers, energy_limit, step, time_ps, {**ckpt_record, "step": step})
+            last_ckpt, last_ckpt_step, verified = time.perf_counter(), step, True
+
+        def kept_message():
+            if last_ckpt_step is None:
+                return "no checkpoint was written"
+            if verified:
+                return f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}"
+            return f"checkpoint of step {last_ckpt_step} (unverified: no {sidecar_path(ckpt_path).name}) kept in {ckpt_path}"
+
+        # A stop signal only sets a flag: the loop checkpoints at the next frame boundary and exits 75,
+        # like the wall budget. Handlers can only be installed from the main thread.
+        received = []
+
+        def on_signal(signum, _frame):
+            if received:  # a second signal: stop now (the last checkpoint and the truncation on resume cover it)
+                raise SystemExit(128 + signum)
+            received.append(signum)
+            log.warning("stage %s: %s received; stopping at the next frame boundary with a checkpoint",
+                        name, signal.Signals(signum).name)
+
+        previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            previous_handlers = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
 
         try:
             try:
-                while sim.currentStep < n_steps:
+                while sim.currentStep < n_steps or extend():
                     step = sim.currentStep
                     target = min(n_steps, (step // chunk + 1) * chunk)
                     if ramp:  # the chunk ending at `target` runs at the schedule's value there
@@ -548,34 +696,42 @@ def run_stage(
                     seg_start = now
                     if now - last_ckpt >= ckpt_every_s:
                         checkpoint(step)
-                    if budget is not None and (now - t_call) + 2.0 * seg_max + 5.0 > budget:
+                    out_of_budget = budget is not None and (now - t_call) + 2.0 * seg_max + 5.0 > budget
+                    if out_of_budget or received:
                         if last_ckpt_step != step:
                             checkpoint(step)
                         for w in writers:
                             w.close()
+                        why = (f"{signal.Signals(received[0]).name} received" if received
+                               else f"wall-clock budget of {budget:.0f} s nearly spent")
                         raise StageIncomplete(
-                            f"stage {name}: wall-clock budget of {budget:.0f} s nearly spent at step {step} of "
-                            f"{n_steps} ({step * plan['dt_fs'] / 1000.0:.3f} ps); checkpoint written, rerun to continue"
+                            f"stage {name}: {why} at step {step} of {n_steps} "
+                            f"({step * plan['dt_fs'] / 1000.0:.3f} ps); checkpoint written, rerun to continue"
                         )
                 checkpoint(sim.currentStep)
             except openmm.OpenMMException as exc:  # e.g. constraints failing on a blown-up structure
-                kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
-                    else "no checkpoint was written"
+                kept = kept_message()
                 step = sim.currentStep
                 raise SimulationError(
                     f"stage {name}: OpenMM failed near step {step} (t = {step * plan['dt_fs'] / 1000.0:.3f} ps): "
                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; {kept}"
                 ) from None
             except BlowUp as exc:
-                kept = f"last good checkpoint (step {last_ckpt_step}) kept in {ckpt_path}" if last_ckpt_step is not None \
-                    else "no checkpoint was written"
+                kept = kept_message()
                 raise SimulationError(
                     f"stage {name}: simulation blew up at {exc}; {kept}. Check the time step, HMR and the start structure"
                 ) from None
         finally:
             for w in writers:
                 w.close()
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         wall_loop = time.perf_counter() - t_loop
+        equilibration = None
+        if plateau is not None:  # the next stage starts from the converged window's mean volume
+            v_mean = plateau.window_mean_volume_nm3()
+            set_plateau_volume(sim.context, v_mean, barostat_is_z_only(system))
+            equilibration = plateau.record(sim.currentStep, v_mean)
 
         final = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
         write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(final))
@@ -600,6 +756,7 @@ def run_stage(
             "ns_per_day": ns_per_day,
             "final_potential_energy_kj_mol": final.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
             "final_box_nm": box.tolist(),
+            "equilibration": equilibration,
             "platform": platform.getName(),
             "device": device,
             "seed": seed,
@@ -608,7 +765,7 @@ def run_stage(
                 seed=seed,
                 config={"stage": stage, "protocol": protocol, "platform": platform_cfg, "temperature_K": temperature_K},
                 inputs=params.input_files(),
-                extra={"platform": device},
+                extra={"platform": device, "forcefield_files": params.forcefield_files()},
             ),
         }
         write_json_atomic(done_path, result)

@@ -43,11 +43,14 @@ import time
 from pathlib import Path
 from typing import Iterator, MutableMapping, Sequence
 
-from spemd.errors import SimulationError
+from spemd.errors import ConfigError, SimulationError
 
 ENV_DEVICES = "SPEMD_GPUS"
 ENV_LOCK_DIR = "SPEMD_GPU_LOCK_DIR"
 ENV_TIMEOUT = "SPEMD_GPU_WAIT_SECONDS"
+#: the claimed card's OpenMM DeviceIndex, read by pipeline.platforms (the pin does not rely on the
+#: environment alone: CUDA ignores a CUDA_VISIBLE_DEVICES set after it initialised)
+ENV_DEVICE_INDEX = "SPEMD_DEVICE_INDEX"
 
 
 def default_lock_dir() -> Path:
@@ -135,6 +138,17 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def wait_seconds(text: str) -> float:
+    """$SPEMD_GPU_WAIT_SECONDS as seconds; ConfigError naming the variable if it is not a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also rejects nan
+        raise ConfigError(f"{ENV_TIMEOUT}: {text!r} is not allowed; allowed values: a number of seconds >= 0, or unset (wait forever)")
+    return value
+
+
 @contextlib.contextmanager
 def claim_gpu(
     devices: Sequence[str] | None = None,
@@ -153,6 +167,8 @@ def claim_gpu(
     """
     env = os.environ if environ is None else environ
     say = log if log is not None else (lambda msg: print(f"[spemd.gpus] {msg}", file=sys.stderr, flush=True))
+    if timeout is None and env.get(ENV_TIMEOUT):  # checked first: a typo must not wait until GPUs are busy
+        timeout = wait_seconds(env[ENV_TIMEOUT])
 
     candidates = list(devices) if devices is not None else None
     directory = Path(lock_dir) if lock_dir is not None else default_lock_dir()
@@ -176,8 +192,6 @@ def claim_gpu(
         yield None
         return
 
-    if timeout is None and env.get(ENV_TIMEOUT):
-        timeout = float(env[ENV_TIMEOUT])
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         os.chmod(directory, 0o1777)  # shared by every user of the machine, like /tmp
@@ -209,17 +223,30 @@ def claim_gpu(
         time.sleep(poll_seconds)
 
 
+def _device_index(previous: str | None, device: str) -> str:
+    """OpenMM's index of `device`: 0 if OpenMM loads after the pin, else its place among the devices it saw."""
+    if "openmm" not in sys.modules:
+        return "0"
+    seen = _split_devices(previous) if previous is not None else []
+    if device in seen:
+        return str(seen.index(device))
+    return device if device.isdigit() else "0"
+
+
 @contextlib.contextmanager
 def _pinned(env: MutableMapping[str, str], device: str):
     previous = env.get("CUDA_VISIBLE_DEVICES")
+    previous_index = env.get(ENV_DEVICE_INDEX)
+    env[ENV_DEVICE_INDEX] = _device_index(previous, device)
     env["CUDA_VISIBLE_DEVICES"] = device
     try:
         yield
     finally:
-        if previous is None:
-            env.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = previous
+        for key, value in (("CUDA_VISIBLE_DEVICES", previous), (ENV_DEVICE_INDEX, previous_index)):
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,8 @@ def platform_properties(name: str, device_index: int | None, precision: str) -> 
     props: dict[str, str] = {}
     if name in GPU_PLATFORMS:
         props["Precision"] = precision
+        if device_index is None:  # the card pipeline.gpus.claim_gpu pinned, if any
+            device_index = os.environ.get("SPEMD_DEVICE_INDEX")
         if device_index is not None:
             props["DeviceIndex"] = str(int(device_index))
     elif name == "CPU":

@@ -24,6 +24,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from spemd.analysis.volume import SLAB_RESIDUES, electrolyte_volume_nm3, radii_for_elements_nm
 from spemd.pipeline.dcd import DCDWriter
 from spemd.errors import SimulationError
 from spemd.files import atomic_path
@@ -38,6 +39,9 @@ CSV_COLUMNS = (
     "Density (g/mL)",
     "Speed (ns/day)",
     "ETA (s)",
+    # the electrolyte alone: a slab box minus the slab's z-extent (spemd.analysis.volume); a plain box's own
+    "Electrolyte Volume (nm^3)",
+    "Electrolyte Density (g/mL)",
 )
 
 
@@ -107,6 +111,24 @@ class DCDTrajectoryReporter:
         self._writer.close()
 
 
+class _SlabExtent:
+    """The MOF slab atoms of a topology (residues of spemd.analysis.volume.SLAB_RESIDUES) and their radii."""
+
+    def __init__(self, topology):
+        atoms = [a for a in topology.atoms() if a.residue.name in SLAB_RESIDUES]
+        self.indices = np.array([a.index for a in atoms], dtype=int)
+        self.radii_nm = radii_for_elements_nm([a.element.symbol if a.element else a.name for a in atoms])
+        self.mass = sum((a.element.mass for a in atoms if a.element is not None), 0.0 * unit.dalton)
+
+    def electrolyte_volume(self, state, box_volume) -> unit.Quantity:
+        if not self.indices.size:
+            return box_volume
+        z = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[self.indices, 2]
+        height = state.getPeriodicBoxVectors()[2][2].value_in_unit(unit.nanometer)
+        v, _ = electrolyte_volume_nm3(z, self.radii_nm, box_volume.value_in_unit(unit.nanometer**3), height)
+        return v * unit.nanometer**3
+
+
 class StateCSVReporter:
     """``state.csv``: one labelled row every `interval` steps; checks energies for blow-ups."""
 
@@ -116,6 +138,8 @@ class StateCSVReporter:
         self.total_steps = int(total_steps)
         self._dof = degrees_of_freedom(system)
         self._mass = box_mass(system, topology)
+        self._slab = _SlabExtent(topology)
+        self._electrolyte_mass = self._mass - self._slab.mass
         self._energy_limit = energy_limit
         self._fh = open(path, "a" if append else "w", newline="")
         self._csv = csv.writer(self._fh)
@@ -128,7 +152,8 @@ class StateCSVReporter:
     def describeNextReport(self, simulation):
         if self._clock0 is None:  # stepping starts now: speeds are measured from here
             self._clock0, self._step0 = time.perf_counter(), simulation.currentStep
-        return {"steps": _steps_to_next(simulation, self.interval), "periodic": None, "include": ["energy"]}
+        include = ["energy", "positions"] if self._slab.indices.size else ["energy"]
+        return {"steps": _steps_to_next(simulation, self.interval), "periodic": None, "include": include}
 
     def report(self, simulation, state):
         step = simulation.currentStep
@@ -142,6 +167,8 @@ class StateCSVReporter:
         temperature = (2 * state.getKineticEnergy() / (self._dof * unit.MOLAR_GAS_CONSTANT_R)) if self._dof > 0 else 0 * unit.kelvin
         volume = state.getPeriodicBoxVolume()
         density = self._mass / volume / unit.AVOGADRO_CONSTANT_NA
+        e_volume = self._slab.electrolyte_volume(state, volume)
+        e_density = self._electrolyte_mass / e_volume / unit.AVOGADRO_CONSTANT_NA
         elapsed = time.perf_counter() - self._clock0
         done_steps = step - self._step0
         dt = simulation.integrator.getStepSize()
@@ -160,6 +187,8 @@ class StateCSVReporter:
             f"{density.value_in_unit(unit.gram / unit.milliliter):.6f}",
             f"{ns_per_day:.4g}",
             f"{eta:.1f}",
+            f"{e_volume.value_in_unit(unit.nanometer**3):.6f}",
+            f"{e_density.value_in_unit(unit.gram / unit.milliliter):.6f}",
         )
         self._csv.writerow(row)
         self.last_row = dict(zip(CSV_COLUMNS, row))

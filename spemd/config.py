@@ -10,6 +10,7 @@ checked in :func:`check_consistency`.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,20 @@ from spemd.errors import ConfigError
 
 SCHEMA_RESOURCE = "schema/config.schema.yaml"
 MAX_TIMESTEP_WITHOUT_HMR_FS = 2.5
+#: lightest repartitioned hydrogen (amu) accepted above MAX_TIMESTEP_WITHOUT_HMR_FS; 1.008 is no HMR at all
+MIN_HMR_HYDROGEN_AMU = 1.5
+#: smallest non-zero MOF loading (wt%): below it the builder would plan millions of chains around one slab
+MIN_MOF_WT_PERCENT = 1.0
+#: stage names that would overwrite another step's folder (md/minimise is the minimisation's)
+RESERVED_STAGE_NAMES = ("minimise",)
+
+# JSON Schema counts 2.0 as an integer; the code downstream (range(), counts) does not, so reject floats.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, v: isinstance(v, int) and not isinstance(v, bool)
+    ),
+)
 
 
 def schema_path() -> Path:
@@ -52,7 +67,12 @@ def _message(error: jsonschema.ValidationError) -> str:
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
         return f"{key}: {error.instance!r} is out of range; must be {op} {error.validator_value}"
     if v == "type":
+        if error.validator_value == "integer" and isinstance(error.instance, float) and error.instance.is_integer():
+            return (f"{key}: {error.instance!r} is not an integer; allowed values: whole numbers without a "
+                    f"decimal point (e.g. {int(error.instance)})")
         return f"{key}: {error.instance!r} has the wrong type; expected {error.validator_value}"
+    if v == "uniqueItems":
+        return f"{key}: {error.instance!r} repeats a value; allowed values: distinct items"
     if v == "pattern" or v == "propertyNames":
         return f"{key}: {error.message}"
     return f"{key}: {error.message}"
@@ -130,7 +150,8 @@ def validate_sections(partial: dict) -> dict:
         if name not in properties:
             raise ConfigError(f"unknown key {name}; allowed keys here: {', '.join(sorted(properties))}")
         sub = {"type": "object", "properties": {name: properties[name]}, "additionalProperties": False}
-        errors = list(jsonschema.Draft202012Validator(sub).iter_errors({name: value}))
+        _check_finite(value, name)
+        errors = list(_Validator(sub).iter_errors({name: value}))
         if errors:
             raise ConfigError(_message(jsonschema.exceptions.best_match(errors)))
         out[name] = _fill_defaults(copy.deepcopy({name: value}), sub)[name]
@@ -168,7 +189,8 @@ def validate_config(config: dict, *, fill_defaults: bool = True) -> dict:
     config = _normalise_shorthands(config)
     schema = load_schema()
     config = _coerce_strings(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    _check_finite(config, "")
+    validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(list(e.absolute_path))))
     if errors:
         # the deepest, most specific error of the first failing branch
@@ -181,32 +203,79 @@ def validate_config(config: dict, *, fill_defaults: bool = True) -> dict:
     return config
 
 
+def _check_finite(instance, key: str) -> None:
+    """NaN and inf pass every JSON Schema bound (all comparisons with NaN are false): reject them first."""
+    if isinstance(instance, float) and not math.isfinite(instance):
+        raise ConfigError(f"{key or '<config>'}: {instance!r} is not allowed; allowed values: finite numbers")
+    if isinstance(instance, dict):
+        for k, v in instance.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(instance, list):
+        for i, v in enumerate(instance):
+            _check_finite(v, f"{key}.{i}")
+
+
+def _whole_steps(config_key: str, value_ps, dt_fs: float) -> None:
+    exact = float(value_ps) * 1000.0 / dt_fs
+    if abs(exact - round(exact)) > 1e-6 * max(1.0, exact):
+        raise ConfigError(
+            f"{config_key}: {value_ps} ps is not a whole number of protocol.timestep_fs ({dt_fs} fs) steps; "
+            f"allowed values: multiples of {dt_fs / 1000.0:g} ps"
+        )
+
+
 def check_consistency(config: dict) -> None:
     """Rules between keys."""
     protocol = config.get("protocol", {})
     ff = config.get("forcefield", {})
     dt = protocol.get("timestep_fs", 4.0)
-    if dt > MAX_TIMESTEP_WITHOUT_HMR_FS and ff.get("hydrogen_mass_amu", 1.5) is None:
-        raise ConfigError(
-            f"protocol.timestep_fs: {dt} fs needs hydrogen mass repartitioning; set "
-            f"forcefield.hydrogen_mass_amu (e.g. 1.5) or use a step <= {MAX_TIMESTEP_WITHOUT_HMR_FS} fs"
-        )
+    if dt > MAX_TIMESTEP_WITHOUT_HMR_FS:
+        h_mass = ff.get("hydrogen_mass_amu", 1.5) if "forcefield" in config else 1.5
+        if h_mass is None:
+            raise ConfigError(
+                f"protocol.timestep_fs: {dt} fs needs hydrogen mass repartitioning; set "
+                f"forcefield.hydrogen_mass_amu (e.g. 1.5) or use a step <= {MAX_TIMESTEP_WITHOUT_HMR_FS} fs"
+            )
+        if h_mass < MIN_HMR_HYDROGEN_AMU:
+            raise ConfigError(
+                f"forcefield.hydrogen_mass_amu: {h_mass!r} amu is too light for protocol.timestep_fs {dt} fs; "
+                f"allowed values: >= {MIN_HMR_HYDROGEN_AMU} amu, or a time step <= {MAX_TIMESTEP_WITHOUT_HMR_FS} fs"
+            )
     for name, spec in config.get("systems", {}).items():
         wt = spec.get("mof_wt_percent", 0)
         if wt == 0 and "chains" not in spec:
             raise ConfigError(f"systems.{name}.chains: required when mof_wt_percent is 0")
-    calibration = config.get("calibration") or {}
-    if calibration.get("enabled") and "FeNi" not in (calibration.get("targets_eV") or {}):
-        users = [n for n, spec in config.get("systems", {}).items() if spec.get("mof_wt_percent", 0) > 0 and spec.get("mof_metal", "FeNi") == "FeNi"]
-        if users:
+        if 0 < wt < MIN_MOF_WT_PERCENT:
             raise ConfigError(
-                f"calibration.targets_eV.FeNi: required when calibration.enabled and a system uses mof_metal FeNi "
-                f"({', '.join(users)}); the paper gives no Fe-Ni value, give one in eV (< 0)"
+                f"systems.{name}.mof_wt_percent: {wt!r} would need an enormous box of chains around one slab; "
+                f"allowed values: 0 (no MOF) or {MIN_MOF_WT_PERCENT:g} to < 50"
             )
-    names = [s["name"] for s in protocol.get("stages", [])]
+    temps = config.get("temperatures_K", [])
+    dupes = sorted({t for t in temps if temps.count(t) > 1})
+    if dupes:
+        raise ConfigError(f"temperatures_K: {dupes[0]!r} appears more than once; allowed values: distinct temperatures")
+    stages = protocol.get("stages", [])
+    names = [s["name"] for s in stages]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"protocol.stages: stage name {dupes[0]!r} appears more than once")
+    for i, stage in enumerate(stages):
+        if stage["name"] in RESERVED_STAGE_NAMES:
+            raise ConfigError(
+                f"protocol.stages.{i}.name: {stage['name']!r} is reserved (the minimisation's folder md/minimise); "
+                f"allowed values: any other name matching ^[A-Za-z0-9_-]+$"
+            )
+        key = f"protocol.stages.{i}"
+        for field in ("time_ps", "max_time_ps", "trajectory_interval_ps", "state_interval_ps"):
+            if stage.get(field) is not None:
+                _whole_steps(f"{key}.{field}", stage[field], dt)
+    analysis = config.get("analysis", {})
+    start, end = analysis.get("msd_fit_start_fraction", 0.1), analysis.get("msd_fit_end_fraction", 0.5)
+    if start >= end:
+        raise ConfigError(
+            f"analysis.msd_fit_start_fraction: {start!r} is not below analysis.msd_fit_end_fraction ({end!r}); "
+            "allowed values: 0 <= start < end <= 1"
+        )
 
 
 def load_config(path) -> dict:
@@ -215,7 +284,9 @@ def load_config(path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return validate_config(raw or {})

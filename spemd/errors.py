@@ -25,6 +25,13 @@ class SimulationError(SpemdError):
     """A simulation stage failed (blow-up, unavailable platform, corrupt checkpoint)."""
 
 
+class StageIncomplete(SimulationError):
+    """A stage stopped early (wall budget or stop signal) with a checkpoint; a rerun continues it (exit 75).
+
+    Defined here, not in the engine, so the CLI can catch it without importing OpenMM before the GPU claim.
+    """
+
+
 def one_of(key: str, value, allowed) -> str:
     """Standard wording for a value outside a closed set."""
     allowed_text = ", ".join(repr(a) for a in allowed)

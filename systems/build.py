@@ -12,13 +12,17 @@ of everything placed before (`packing_tolerance_nm` between molecules) and again
 packing region is the whole box, or with a slab the gap from `packing_tolerance_nm` above the slab's top
 atoms to the same distance below the periodic image of its bottom atoms; since the slab lies entirely
 outside the region (in z), every placed atom is at least that far from it. Molecules are written whole
-(unwrapped; chains may leave [0, box) in x and y, never in z with a slab). At paper scale (~23k atoms,
-benchmarks/build_speed.py, 2 busy cores) this takes ~10-15 s at 0.5 g/cm3, ~30-50 s at 0.6 and over
-100 s at 0.7 (the last chains find little room); NPT compresses the box afterwards.
+(unwrapped; chains may leave [0, box) in x and y, never in z with a slab). Growing gets slow above
+~0.6 g/cm3 (the last chains find little room), so with build.target_density_g_cm3 the grown box is then
+compressed to that electrolyte density under a capped soft-core repulsion (:func:`_compress`); the
+electrolyte's volume is the box minus the slab's z-extent incl. vdW radii, as spemd.analysis.volume
+measures it. At paper scale (benchmarks/build_speed.py, 2 busy cores): grown at 0.5 and compressed to
+1.10 g/cm3 in 30 s (PEO, 22k atoms) and 41 s (CPE-10, 27k atoms).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +35,11 @@ from spemd import units
 from spemd.errors import BuildError, ConfigError, one_of
 from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance
+from spemd.resources import forcefield_xml
 from spemd.systems import molecules
 
 MOF_METALS = ("FeNi", "Fe", "Ni", "Cu")
-MOF_RESIDUES = ("BTC", "FE", "NI", "CU")
+MOF_RESIDUES = ("BTC", "FMT", "FE", "NI", "CU")  # FMT: formate surface caps (systems/mof.py)
 MAX_MOF_WT_PERCENT = 50.0
 WT_TOLERANCE_PERCENT = 0.5
 # Non-bonded atoms (more than three bonds apart) closer than this mean a failed build.
@@ -45,6 +50,20 @@ ION_TRIES = 2000
 # Chains start at the emptiest of START_POOL x (tries per batch) random points: fewest atoms within START_PROBE_NM.
 START_POOL = 4
 START_PROBE_NM = 0.6
+# Van der Waals radii (nm) of the slab's elements for its z-extent: Bondi, J. Phys. Chem. 68, 441 (1964);
+# Fe takes Ni's (not in Bondi's table). The same table as spemd.analysis.volume.VDW_RADIUS_NM (a test
+# keeps them equal), so the builder's electrolyte volume is the one the analysis measures.
+SLAB_VDW_RADIUS_NM = {"H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "S": 0.180,
+                      "NI": 0.163, "FE": 0.163, "CU": 0.140}
+# Soft-core compression after growing (see _compress): per-atom contact radii (nm; a pair repels below the
+# sum, r_H + r_H = 0.22, heavy-heavy 0.30 nm, about where OPLS/CL&P LJ pairs reach ~kT), the capped
+# repulsion's height, the restraint on pairs within three bonds, and the number of compression steps.
+SOFT_RADIUS_NM = {"H": 0.11}
+SOFT_RADIUS_HEAVY_NM = 0.15
+SOFT_EPS_KJ_MOL = 200.0
+BONDED_K_KJ_MOL_NM2 = 5.0e4
+COMPRESS_STEP_VOLUME = 0.10  # at most 10 % volume per step
+COMPRESS_MIN_ITERATIONS = 100
 
 
 def salt_pairs(total_eo: int, eo_per_na: float) -> int:
@@ -272,6 +291,79 @@ def min_nonbonded_distance_nm(topology: app.Topology, xyz_nm: np.ndarray, box_nm
     return float(np.min(np.linalg.norm(d, axis=1)))
 
 
+def slab_extent_nm(slab) -> tuple[float, float]:
+    """(lowest, highest) z (nm) the slab's atoms reach, their van der Waals radii included."""
+    r = np.array([SLAB_VDW_RADIUS_NM[a.element.symbol.upper()] for a in slab.topology.atoms()])
+    z = slab.positions_nm[:, 2]
+    return float(np.min(z - r)), float(np.max(z + r))
+
+
+def _compress(top: app.Topology, xyz: np.ndarray, box: np.ndarray, n_fixed: int, target_box: np.ndarray,
+              z_anchor: float | None) -> np.ndarray:
+    """Shrink the grown box to `target_box` under a capped soft-core repulsion; returns the new positions.
+
+    Growing chains at the melt density fails (the last chains find no room), so the box is grown dilute
+    and compressed: in steps of at most COMPRESS_STEP_VOLUME the molecules' centres of mass are scaled
+    with the box (all three axes for a plain box; only z above `z_anchor`, the slab's top, with a slab,
+    whose x/y are fixed by its lattice) and the overlaps this creates are pushed off by energy
+    minimisation of E = eps (1 - r/s)^2 (r < s, s = r_i + r_j, SOFT_RADIUS_NM) between atoms more than
+    three bonds apart, with harmonic restraints holding every pair within three bonds at its grown
+    distance (bond lengths, angles and torsions keep their grown values). The first `n_fixed` atoms
+    (the slab) have zero mass, so the minimiser leaves them in place. The full force field takes over in
+    the workflow's minimise step.
+    """
+    import openmm
+
+    n = len(xyz)
+    system = openmm.System()
+    for atom in top.atoms():
+        system.addParticle(0.0 if atom.index < n_fixed else atom.element.mass.value_in_unit(u.dalton))
+    soft = openmm.CustomNonbondedForce(f"{SOFT_EPS_KJ_MOL}*(1-r/s)^2*step(s-r); s=ra1+ra2")
+    soft.addPerParticleParameter("ra")
+    for atom in top.atoms():
+        soft.addParticle([SOFT_RADIUS_NM.get(atom.element.symbol, SOFT_RADIUS_HEAVY_NM)])
+    soft.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+    soft.setCutoffDistance(2 * max(SOFT_RADIUS_HEAVY_NM, *SOFT_RADIUS_NM.values()))
+    restraint = openmm.HarmonicBondForce()
+    keys = _within_three_bonds(top)
+    ii, jj = keys // n, keys % n
+    d = xyz[ii] - xyz[jj]
+    d -= np.round(d / box) * box
+    lengths = np.linalg.norm(d, axis=1)
+    for i, j, r0 in zip(ii.tolist(), jj.tolist(), lengths.tolist()):
+        soft.addExclusion(i, j)
+        if j >= n_fixed:  # both fixed: nothing to hold
+            restraint.addBond(i, j, r0, BONDED_K_KJ_MOL_NM2)
+    system.addForce(soft)
+    system.addForce(restraint)
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.diag(box)))
+    integrator = openmm.VerletIntegrator(0.001)
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(system, integrator, platform, {"Threads": str(max(1, min(4, os.cpu_count() or 1)))})
+
+    chains = [np.array([a.index for a in c.atoms()]) for c in top.chains()]
+    chains = [c for c in chains if c[0] >= n_fixed]
+    masses = np.array([system.getParticleMass(i).value_in_unit(u.dalton) for i in range(n)])
+    ratio = float(np.prod(target_box) / np.prod(box))
+    n_steps = max(1, int(np.ceil(np.log(ratio) / np.log(1.0 - COMPRESS_STEP_VOLUME))))
+    pos, cur = xyz.copy(), box.astype(float).copy()
+    for k in range(1, n_steps + 1):
+        new = box * (target_box / box) ** (k / n_steps)
+        for c in chains:
+            com = masses[c] @ pos[c] / masses[c].sum()
+            if z_anchor is None:
+                shift = com * (new / cur - 1.0)
+            else:
+                shift = np.array([0.0, 0.0, (com[2] - z_anchor) * ((new[2] - z_anchor) / (cur[2] - z_anchor) - 1.0)])
+            pos[c] += shift
+        cur = new
+        context.setPeriodicBoxVectors(*(openmm.Vec3(*v) for v in np.diag(cur)))
+        context.setPositions(pos)
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, COMPRESS_MIN_ITERATIONS)
+        pos = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    return np.asarray(pos, dtype=float)
+
+
 def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff_nm: float) -> dict:
     """Build system `name` from its config `spec`; write out_dir/box.pdb and composition.json.
 
@@ -284,6 +376,8 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
     eo_per_na = float(spec["eo_per_na"])
     wt = float(spec.get("mof_wt_percent", 0))
     density = float(build_cfg.get("start_density_g_cm3", 0.5))
+    target = build_cfg.get("target_density_g_cm3")
+    target = None if target is None or float(target) <= density else float(target)
     tol = float(build_cfg.get("packing_tolerance_nm", 0.2))
     rng = np.random.default_rng(seed)
     na, tfsi = molecules.sodium(), molecules.tfsi()
@@ -319,6 +413,9 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
             )
         box = np.full(3, edge)
         region_lo, region_hi = np.zeros(3), box.copy()
+        if target is not None and units.volume_nm3_for_density(other_mass, target) ** (1 / 3) <= 2.0 * cutoff_nm:
+            raise BuildError(f"{key}.chains: the box compressed to build.target_density_g_cm3 = {target:g} is not "
+                             f"above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm}); use more chains")
     if box[2] <= 2.0 * cutoff_nm:
         raise BuildError(f"{key}.mof_wt_percent: box height {box[2]:.3f} nm is not above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm})")
 
@@ -352,6 +449,21 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
         _append(top, c.topology)
     for mol in [na] * n_salt + [tfsi] * n_salt:
         _append(top, mol.topology)
+    # Compress to the target electrolyte density (volume outside the slab's z-extent incl. vdW radii)
+    slab_lo, slab_hi = slab_extent_nm(slab) if slab is not None else (0.0, 0.0)
+    e_volume = lambda b: float(np.prod(b)) * (1.0 - (slab_hi - slab_lo) / b[2])  # noqa: E731
+    if target is not None:
+        want = units.volume_nm3_for_density(other_mass, target)
+        if slab is None:
+            target_box = np.full(3, want ** (1.0 / 3.0))
+        else:
+            target_box = np.array([box[0], box[1], (slab_hi - slab_lo) + want / (box[0] * box[1])])
+            if target_box[2] <= 2.0 * cutoff_nm:
+                raise BuildError(f"{key}.mof_wt_percent: box height {target_box[2]:.3f} nm at build.target_density_g_cm3 "
+                                 f"= {target:g} is not above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm})")
+        xyz = _compress(top, xyz, box, 0 if slab is None else len(slab.positions_nm), target_box,
+                        None if slab is None else slab_hi)
+        box = target_box
     top.setPeriodicBoxVectors([[box[0], 0, 0], [0, box[1], 0], [0, 0, box[2]]] * u.nanometer)
 
     d_min = min_nonbonded_distance_nm(top, xyz, box)
@@ -394,11 +506,16 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
         "packing_region_nm": [region_lo.tolist(), region_hi.tolist()],
         "start_density_g_cm3": density,
         "box_density_g_cm3": units.density_g_per_cm3(masses["total"], volume),
+        "target_density_g_cm3": target,
+        "electrolyte_volume_nm3": e_volume(box),
+        "electrolyte_density_g_cm3": units.density_g_per_cm3(masses["peo"] + masses["salt"], e_volume(box)),
         "packing_tolerance_nm": tol,
         "min_nonbonded_distance_nm": d_min,
         "provenance": provenance(
             seed=seed,
             config={"system": name, "spec": spec, "build": build_cfg, "nonbonded_cutoff_nm": cutoff_nm},
+            # the XML the builder read: TFSI- relaxed with tfsi.xml; slab types/charges from mof.xml
+            forcefield_files=[forcefield_xml("tfsi.xml")] + ([forcefield_xml("mof.xml")] if slab is not None else []),
             extra={"builder": "ions placed, then chains grown in the periodic box (systems.build)"},
         ),
     }

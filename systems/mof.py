@@ -44,29 +44,34 @@ mapped onto itself by that operation has sum_i q_i z_i = 0 about the plane, henc
 is also neutral.
 
 Unit-centre layers per cell (count per conventional cell area): PW(4) at z = 0, BTC(8) 0.1576,
-PW(8) 0.25, BTC(8) 0.3424, PW(4) 0.5, ... (PW = paddlewheel, +2.496 e; BTC -1.872 e). No cut made of
-whole layers is neutral: about z = 0 the charges of |dz| <= h are, in units of one metal's charge,
-+4, -8, +8, -4, +4, ... as h crosses the layers, about z = 1/4 +8, -4, +4, -8, ... and never 0.
-:func:`slab_cut` therefore scans, for both planes and every layer distance d, (a) all units with
-|dz| <= d and (b) all units with |dz| < d plus the number m of units of each of the two outermost
-layers (+d and -d) that makes the slab neutral (the first m of the +d layer in (y, x) order of their
-in-plane position within the cell, and their images under the plane's operation in the -d layer),
-and keeps the neutral cut whose atom z extent is nearest nz a. The result, for every nz: the mirror
-plane z = 0, d = nz/2, all layers strictly inside plus 2 of the 4 paddlewheels per cell area of each
-outermost PW(4) layer (the two at in-cell y = a/4). That is exactly nx*ny*nz times the content of one
-cell (24 paddlewheels, 32 linkers: 3 M per 2 BTC, neutral), 624 atoms per cell, thickness exactly
-nz * a (2.6343 nm per cell: the outermost atoms are the metals of the boundary paddlewheels, whose
-M-M axes lie in the face plane). The two faces are mirror images of each other.
+PW(8) 0.25, BTC(8) 0.3424, PW(4) 0.5, ... (PW = paddlewheel, formally +4; BTC -3). :func:`slab_cut`
+scans, for both planes and every layer distance d, the cut of all units with |dz| <= d, rejects cuts
+that end in linker layers (their linkers keep carboxylates bound to no metal, which would need COOH
+caps; see docs/mof_surface.md for why they were dropped), caps the rest (below) and keeps those that
+are neutral once capped, choosing the one whose unit atoms' z extent is nearest nz a (ties: the
+mirror plane). The result, for every nz: the mirror plane z = 0, d = nz/2, i.e. nz cells of
+framework plus the second face's outermost PW(4) layer: per cell area 24 nz + 4 paddlewheels and
+32 nz linkers, metals spanning exactly nz * a (the outermost metals belong to the face paddlewheels,
+whose M-M axes lie in the face plane). The two faces are mirror images of each other.
+
+Surface termination (caps)
+--------------------------
+Each face paddlewheel has lost the 2 linkers that lie outside the slab. Every carboxylate of such a
+linker that binds a slab metal is replaced by a formate cap (residue ``FMT``: C, O1, O2, H): C and O
+at the crystal positions of the lost carboxylate (bridging the same two metals), H on the lost
+C-C(ring) bond at ``FORMATE_C_H_ANGSTROM``. Every metal keeps its 4 carboxylate O (checked), no
+linker carboxylate is left unbound, and in formal charges 28 PW x 4 - 32 BTC x 3 - 16 FMT = 0 per
+cell area; the forcefields/mof.xml charges (0.549 e per formal unit, formate H +0.003 e) give the
+same balance. 8 formates per face per cell area; their H are the outermost atoms, 0.266 nm beyond
+the face metals.
 
 Finally the slab is shifted so that its atoms span z in [0, thickness_nm] (``thickness_nm`` = extent
-of the atom centres; whoever places the slab in a box adds clearance). Atoms of whole units may stick
-out of [0, box) in x and y by up to half a unit; wrap them if a consumer needs it.
+of the atom centres, caps included; whoever places the slab in a box adds clearance). Atoms of whole
+units may stick out of [0, box) in x and y by up to half a unit; wrap them if a consumer needs it.
 
-Carboxylate O atoms whose metal lies outside the slab (and metals whose carboxylates do) keep fewer
-external bonds; ``forcefields/mof.xml`` carries one residue template per external-bond pattern, all
-with identical types and charges. This cut uses ``BTC`` and ``BTC_220`` (the 4 linkers per cell area
-under the missing boundary paddlewheels of each face keep one free carboxylate) and, for the
-boundary paddlewheels (2 of 4 carboxylates kept), ``FE_X3`` / ``NI_X3`` / ``CU_X3``.
+Residues and templates: ``BTC`` (6 metal-bound O), ``FMT`` (2), metals ``FE`` / ``NI`` / ``CU``
+(4 O + the M-M partner). Atom types per atom are ``MofSlab.atom_types``; charges are per type, one
+table in ``forcefields/mof.xml`` (:func:`type_charges`), and ``MofSlab.charges_e`` carries them.
 
 Open metal sites
 ----------------
@@ -75,10 +80,11 @@ The axial (open) site of a paddlewheel metal lies on the M-M axis, away from its
 in ``n_metal_sites_exposed`` when its axial site lies within ``EXPOSED_FACE_NM`` (0.3 nm) of a slab
 face or beyond it: site z <= 0.3 nm or site z >= thickness_nm - 0.3 nm.
 
-Each face carries 2 boundary paddlewheels per cell area with in-plane M-M axes; both metals have
-their axial site in the face plane (exposed, 4 metals per face per cell area). The outward-pointing
-metals of the next paddlewheel layer (axes 45 degrees to z) have their axial sites 0.41 nm below the
-face and do not count. A (nx, ny, nz) slab: 8*nx*ny exposed metals (4 per face), for any nz.
+Each face carries 4 paddlewheels per cell area with in-plane M-M axes; both metals of each have their
+axial site in the face-metal plane, 0.266 nm below the outermost (formate H) atoms, and the nearest
+atom to each site is one of its own carboxylate O (0.309 nm): 8 open sites per face per cell area.
+The outward-pointing metals of the next paddlewheel layer (axes 45 degrees to z) have their axial
+sites deeper and do not count. A (nx, ny, nz) slab: 16*nx*ny exposed metals (8 per face), any nz.
 
 FeNi
 ----
@@ -91,7 +97,7 @@ from __future__ import annotations
 
 import itertools
 import xml.etree.ElementTree as ET
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -162,6 +168,9 @@ class MofSlab:
     metal: str  # FeNi, Fe, Ni or Cu
     cells: tuple[int, int, int]
     n_metal_sites_exposed: int  # metals whose axial site is within 0.3 nm of a face (module doc)
+    atom_types: list[str]  # forcefields/mof.xml type of every atom
+    charges_e: np.ndarray  # (N,) the mof.xml charge of every atom
+    n_formate: int  # formate caps (FMT residues), half on each face
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,33 +345,89 @@ BTC_BONDS: tuple[tuple[str, str], ...] = (
 
 
 # ----------------------------------------------------------------------------------------------
-# force-field charges (single source: forcefields/mof.xml)
+# force-field charges (single source: the NonbondedForce table of forcefields/mof.xml)
 # ----------------------------------------------------------------------------------------------
+
+#: Force-field atom type of each linker atom name.
+BTC_TYPES = {"C1": "mof_Cring", "C3": "mof_Cring", "C5": "mof_Cring", "C2": "mof_CH", "C4": "mof_CH", "C6": "mof_CH",
+             "C7": "mof_Ccarb", "C8": "mof_Ccarb", "C9": "mof_Ccarb", "H1": "mof_H", "H2": "mof_H", "H3": "mof_H",
+             **{f"O{k}": "mof_O" for k in range(1, 7)}}  # fmt: skip
+FMT_TYPES = {"C": "mof_Ccarb", "O1": "mof_O", "O2": "mof_O", "H": "mof_Hfmt"}
+METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu"}
 
 
 @lru_cache(maxsize=4)
-def template_charges(xml_path: str | None = None) -> dict[str, dict[str, float]]:
-    """Charges (e) by residue template name and atom name, read from ``forcefields/mof.xml``."""
-    path = Path(xml_path) if xml_path else MOF_XML
-    root = ET.parse(path).getroot()
-    charges: dict[str, dict[str, float]] = {}
-    for res in root.iter("Residue"):
-        charges[res.get("name")] = {a.get("name"): float(a.get("charge")) for a in res.iter("Atom")}
-    return charges
+def type_charges(xml_path: str | None = None) -> dict[str, float]:
+    """Charge (e) per atom type, read from the NonbondedForce table of ``forcefields/mof.xml``."""
+    root = ET.parse(Path(xml_path) if xml_path else MOF_XML).getroot()
+    return {a.get("type"): float(a.get("charge")) for a in root.find("NonbondedForce").iter("Atom")}
 
 
 # ----------------------------------------------------------------------------------------------
-# slab window: symmetric about a z-mirror (or z-glide) plane, stoichiometric
+# surface termination (caps)
 # ----------------------------------------------------------------------------------------------
 
-#: Symmetry planes of Fm-3m perpendicular to z about which the slab is cut, as (z0 fractional, name,
-#: operation): the operation (x, y, z) -> R (x, y, z) + t maps z0 + dz onto z0 - dz and the crystal onto
-#: itself. z = 0 is the mirror m_z (z = 1/2 is the same plane up to a centring translation); z = 1/4 is
-#: the glide plane m_z followed by the centring translation (1/2, 0, 1/2).
-SLAB_PLANES: tuple[tuple[float, str, np.ndarray, np.ndarray], ...] = (
-    (0.0, "mirror z=0", np.diag([1.0, 1.0, -1.0]), np.zeros(3)),
-    (0.25, "glide z=1/4", np.diag([1.0, 1.0, -1.0]), np.array([0.5, 0.0, 0.5])),
-)
+#: Carboxylates of a linker by atom name: (carboxylate C, O, O, ring C bearing it).
+CARBOXYLATES = (("C7", "O1", "O2", "C1"), ("C8", "O3", "O4", "C3"), ("C9", "O5", "O6", "C5"))
+
+#: Formate cap C-H (Angstrom): C(sp2)-H of formate, 1.09 A (the OPLS-AA HC-C(=O) bond length; gas-phase
+#: formic acid 1.097 A). C and O keep their crystal positions (C-O 1.25 A, O-C-O 125 degrees).
+FORMATE_C_H_ANGSTROM = 1.09
+
+
+def _near(p: np.ndarray, q: np.ndarray, cut_angstrom: float) -> np.ndarray:
+    """(len(p), len(q)) bool: pairs closer than cut, minimum image in x/y (period 1), none in z."""
+    d = p[:, None, :] - q[None, :, :]
+    d[..., :2] -= np.round(d[..., :2])
+    return np.linalg.norm(d * A_CELL_ANGSTROM, axis=2) < cut_angstrom
+
+
+def _column_caps(z0: float, half_width: float, column) -> tuple[list[np.ndarray], int]:
+    """Formate caps of one cell column of the slab (module doc, "Surface termination"), as (C, O, O, H)
+    fractional positions, and the number of slab-linker carboxylates that bind no slab metal.
+
+    A carboxylate of a linker outside the slab that binds a paddlewheel inside it becomes a formate on
+    that paddlewheel: its C and O at their crystal positions, the H along the lost C-C(ring) bond.
+    """
+    cut = BOND_CUTOFF_ANGSTROM[frozenset(("M", "O"))]
+    inside = {(id(unit), float(s[2])) for unit, s in column}
+    metals = np.concatenate([unit.frac + s for unit, s in column if unit.kind == "PW"] or [np.zeros((0, 3))])
+    caps: list[np.ndarray] = []
+    n_free = 0
+    for unit, s in _column(z0, half_width + 1.0):
+        if unit.kind != "BTC":
+            continue
+        xyz = dict(zip(unit.names, unit.frac + s))
+        mine = (id(unit), float(s[2])) in inside
+        for c, o1, o2, ring in CARBOXYLATES:
+            o = np.array([xyz[o1], xyz[o2]])
+            hits = _near(o, metals, cut)
+            if mine:
+                n_free += int(not hits.any())
+                continue
+            if not hits.any():
+                continue
+            k = int(np.argwhere(hits)[0][1])
+            img = np.zeros(3)
+            img[:2] = np.round((o[0] - metals[k])[:2])  # bring the cap next to its metal
+            ca = xyz[c] - img
+            if any(np.allclose(_min_image(ca - q[0])[:2], 0, atol=1e-6) and abs(ca[2] - q[0][2]) < 1e-6 for q in caps):
+                continue  # the same carboxylate seen from a periodic image
+            bond = (xyz[ring] - xyz[c]) / np.linalg.norm(xyz[ring] - xyz[c])
+            h = ca + FORMATE_C_H_ANGSTROM / A_CELL_ANGSTROM * bond
+            caps.append(np.array([ca, o[0] - img, o[1] - img, h]))
+    return caps, n_free
+
+
+# ----------------------------------------------------------------------------------------------
+# slab window: whole unit layers symmetric about a z-mirror (or z-glide) plane, capped neutral
+# ----------------------------------------------------------------------------------------------
+
+#: Symmetry planes of Fm-3m perpendicular to z about which the slab is cut, as (z0 fractional, name):
+#: the plane's operation maps z0 + dz onto z0 - dz and the crystal onto itself. z = 0 is the mirror
+#: m_z (z = 1/2 is the same plane up to a centring translation); z = 1/4 is the glide plane (m_z
+#: followed by the centring translation (1/2, 0, 1/2)).
+SLAB_PLANES: tuple[tuple[float, str], ...] = ((0.0, "mirror z=0"), (0.25, "glide z=1/4"))
 _LAYER_TOL = 1e-6  # fractional; unit-centre layers are >= 0.09 apart
 
 
@@ -373,10 +438,8 @@ class SlabCut:
     plane: str  # SLAB_PLANES name
     z0: float  # fractional z of the symmetry plane
     half_width: float  # outermost unit-centre layer kept, |z_centre - z0|
-    partial_boundary: bool  # True: only part of the two outermost layers (mirror images) is kept
-    n_boundary_per_face: int  # units kept per conventional cell area in each outermost layer
-    n_boundary_layer: int  # units per conventional cell area in that layer
-    thickness_nm: float  # z extent of the atom centres
+    n_formate: int  # formate caps per cell column (both faces)
+    thickness_nm: float  # z extent of the atom centres of the units (caps excluded)
 
 
 def _column(z0: float, reach: float) -> list[tuple[_Unit, np.ndarray]]:
@@ -390,79 +453,45 @@ def _column(z0: float, reach: float) -> list[tuple[_Unit, np.ndarray]]:
     return out
 
 
-def _in_plane_key(centre: np.ndarray) -> tuple[float, float]:
-    xy = np.mod(np.round(centre[:2], 6), 1.0)
-    return (float(xy[1]), float(xy[0]))
-
-
 def _unit_charge(kind: str) -> float:
     """Charge (e) of a paddlewheel or linker; the cut is metal-independent because Fe, Ni and Cu carry
     the same charge in forcefields/mof.xml (checked here)."""
-    q = template_charges()
-    metal_q = {q[r][r] for r in _METAL_RESNAME.values()}
+    q = type_charges()
+    metal_q = {q[t] for t in METAL_TYPES.values()}
     if len(metal_q) != 1:
         raise BuildError(f"mof slab: forcefields/mof.xml metal charges differ ({sorted(metal_q)}); the slab cut assumes one")
-    return 2.0 * metal_q.pop() if kind == "PW" else sum(q["BTC"].values())
+    return 2.0 * metal_q.pop() if kind == "PW" else sum(q[BTC_TYPES[n]] for n in _BTC_NAME_ORDER)
 
 
 def _cut_candidates(nz: int) -> list[tuple[SlabCut, list[tuple[_Unit, np.ndarray]]]]:
-    """Every charge-neutral cut symmetric about a SLAB_PLANES plane, unit centres within nz/2 + 1/2 of it.
-
-    For each plane and each unit-centre layer distance d: (a) all units with |dz| <= d (neutral or not:
-    only neutral ones are returned); (b) all units with |dz| < d plus the number m of units of each of
-    the two layers at +-d that makes the slab neutral (top layer: the first m in (y, x) order of their
-    in-plane position within the cell; bottom layer: their images under the plane's operation), if
-    such an integer m exists.
-    """
+    """Every cut made of whole unit-centre layers |dz| <= d about a SLAB_PLANES plane (d up to nz/2 + 1/2)
+    that leaves no linker carboxylate unbound and is charge-neutral once capped (module doc)."""
     a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
     out = []
-    reach = 0.5 * nz + 0.5
-    for z0, name, rot, trans in SLAB_PLANES:
-        column = _column(z0, reach)
+    for z0, name in SLAB_PLANES:
+        column = _column(z0, 0.5 * nz + 0.5)
         dz = np.array([unit.centre[2] + s[2] - z0 for unit, s in column])
-        layers = sorted({round(abs(v), 6) for v in dz})
-        for d in layers:
-            inner = [c for c, v in zip(column, dz) if abs(v) < d - _LAYER_TOL]
-            top = [c for c, v in zip(column, dz) if abs(v - d) <= _LAYER_TOL]
-            bottom = [c for c, v in zip(column, dz) if abs(v + d) <= _LAYER_TOL and d > _LAYER_TOL]
-            kinds = {unit.kind for unit, _ in top + bottom}
-            if len(kinds) != 1:
-                raise BuildError(f"mof crystal: unit-centre layer at z0 {z0} +- {d} mixes linkers and paddlewheels")
-            q_inner = sum(_unit_charge(unit.kind) for unit, _ in inner)
-            q_unit = _unit_charge(kinds.pop())
-            choices = [(len(top), top + bottom)]
-            sides = 2 if bottom else 1
-            m = -q_inner / (sides * q_unit)
-            if bottom and abs(m - round(m)) < 1e-9 and 0 < round(m) < len(top):
-                m = int(round(m))
-                kept = sorted(top, key=lambda c: _in_plane_key(c[0].centre + c[1]))[:m]
-                images = []
-                for unit, s in kept:
-                    image = rot @ (unit.centre + s) + trans
-                    match = [c for c in bottom if np.allclose(_min_image(c[0].centre + c[1] - image)[:2], 0.0, atol=1e-6)
-                             and abs(c[0].centre[2] + c[1][2] - image[2]) < 1e-6]
-                    if len(match) != 1 or match[0][0].kind != unit.kind:
-                        raise BuildError(f"mof crystal: no mirror image of a boundary unit about {name}")
-                    images.append(match[0])
-                choices.append((m, kept + images))
-            for n_kept, boundary in choices:
-                units = inner + boundary
-                if abs(sum(_unit_charge(unit.kind) for unit, _ in units)) > 1e-9:
-                    continue
-                z_atoms = np.concatenate([unit.frac[:, 2] + s[2] for unit, s in units])
-                cut = SlabCut(name, z0, float(d), n_kept < len(top), n_kept, len(top), float(np.ptp(z_atoms) * a_nm))
-                out.append((cut, units))
+        for d in sorted({round(abs(v), 6) for v in dz}):
+            units = [c for c, v in zip(column, dz) if abs(v) <= d + _LAYER_TOL]
+            caps, n_free = _column_caps(z0, d, units)
+            q_fmt = sum(type_charges()[t] for t in FMT_TYPES.values())
+            q = sum(_unit_charge(unit.kind) for unit, _ in units) + len(caps) * q_fmt
+            if n_free or abs(q) > 1e-9:
+                continue
+            z_atoms = np.concatenate([unit.frac[:, 2] + s[2] for unit, s in units])
+            out.append((SlabCut(name, z0, float(d), len(caps), float(np.ptp(z_atoms) * a_nm)), units))
     return out
 
 
 @lru_cache(maxsize=8)
 def slab_cut(nz: int) -> tuple[SlabCut, tuple[tuple[_Unit, np.ndarray], ...]]:
-    """The neutral symmetric cut whose thickness is nearest nz * a (module doc), and its units."""
+    """The capped-neutral symmetric cut whose thickness is nearest nz * a (module doc), and its units;
+    ties prefer the mirror plane."""
     a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
     candidates = _cut_candidates(nz)
     if not candidates:
         raise BuildError(f"mof_cells: no charge-neutral symmetric slab found for {nz} cells in z")
-    cut, units = min(candidates, key=lambda c: (round(abs(c[0].thickness_nm - nz * a_nm), 9), c[0].partial_boundary))
+    cut, units = min(candidates, key=lambda c: (round(abs(c[0].thickness_nm - nz * a_nm), 9), c[0].z0))
     return cut, tuple(units)
 
 
@@ -484,45 +513,43 @@ def _check_args(metal, cells) -> tuple[int, int, int]:
 
 
 def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
-    """Build an M3(BTC)2 slab of ``cells`` = (nx, ny, nz) conventional cells, z the slab normal.
+    """Build a capped M3(BTC)2 slab of ``cells`` = (nx, ny, nz) conventional cells, z the slab normal.
 
     ``metal`` is one of ``FeNi`` (one Fe and one Ni per paddlewheel), ``Fe``, ``Ni``, ``Cu``.
     """
     nx, ny, nz = _check_args(metal, cells)
     a_nm = angstrom_to_nm(A_CELL_ANGSTROM)
-    _, column = slab_cut(nz)
-    placed: list[tuple[_Unit, np.ndarray, np.ndarray]] = []  # (unit, atoms nm, centre nm)
-    for j in range(ny):
-        for i in range(nx):
-            for unit, z_shift in column:
-                shift = z_shift + np.array([i, j, 0.0])
-                placed.append((unit, (unit.frac + shift) * a_nm, (unit.centre + shift) * a_nm))
-
-    linkers = [(unit, xyz) for unit, xyz, _ in placed if unit.kind == "BTC"]
-    wheels = sorted(
-        ((unit, xyz, c) for unit, xyz, c in placed if unit.kind == "PW"),
-        key=lambda t: (round(t[2][2], 6), round(t[2][1], 6), round(t[2][0], 6)),
-    )
-
+    cut, column = slab_cut(nz)
+    caps, _ = _column_caps(cut.z0, cut.half_width, column)
     top = app.Topology()
     chain = top.addChain("M")
     positions: list[np.ndarray] = []
+    types: list[str] = []
     o_atoms: list[app.topology.Atom] = []
     el = app.Element.getBySymbol
-    for unit, xyz in linkers:
-        res = top.addResidue("BTC", chain)
-        by_name = {}
-        for name, p in zip(unit.names, xyz):
-            by_name[name] = top.addAtom(name, el(name[0]), res)
-            positions.append(p)
-            if name[0] == "O":
-                o_atoms.append(by_name[name])
-        for a1, a2 in BTC_BONDS:
-            top.addBond(by_name[a1], by_name[a2])
+    wheels = []
+    for j in range(ny):
+        for i in range(nx):
+            shift_xy = np.array([i, j, 0.0])
+            for unit, s in column:
+                if unit.kind != "BTC":
+                    continue
+                res = top.addResidue("BTC", chain)
+                by_name = {}
+                for name, p in zip(unit.names, unit.frac + s + shift_xy):
+                    by_name[name] = top.addAtom(name, el(name[0]), res)
+                    positions.append(p * a_nm)
+                    types.append(BTC_TYPES[name])
+                    if name[0] == "O":
+                        o_atoms.append(by_name[name])
+                for a1, a2 in BTC_BONDS:
+                    top.addBond(by_name[a1], by_name[a2])
+            wheels += [(unit.frac + s + shift_xy) * a_nm for unit, s in column if unit.kind == "PW"]
+    wheels.sort(key=lambda xyz: tuple(round(v, 6) for v in xyz.mean(axis=0)[::-1]))  # by centre (z, y, x)
 
     metal_atoms: list[app.topology.Atom] = []
     axial: list[np.ndarray] = []
-    for w, (unit, xyz, _) in enumerate(wheels):
+    for w, xyz in enumerate(wheels):
         upper = _upper_end(xyz)
         pair_atoms = []
         for end in (0, 1):
@@ -536,21 +563,37 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
             pair_atoms.append(atom)
             metal_atoms.append(atom)
             positions.append(xyz[end])
+            types.append(METAL_TYPES[sym])
             d = xyz[end] - xyz[1 - end]
             axial.append(d / np.linalg.norm(d))
         top.addBond(pair_atoms[0], pair_atoms[1])
 
+    for j in range(ny):
+        for i in range(nx):
+            for cap in caps:
+                res = top.addResidue("FMT", chain)
+                atoms = {name: top.addAtom(name, el(name[0]), res) for name in FMT_TYPES}
+                positions += list((cap + np.array([i, j, 0.0])) * a_nm)
+                types += list(FMT_TYPES.values())
+                for name in ("O1", "O2", "H"):
+                    top.addBond(atoms["C"], atoms[name])
+                o_atoms += [atoms["O1"], atoms["O2"]]
+
     pos = np.asarray(positions)
     box = np.array([nx * a_nm, ny * a_nm])
-    # metal-carboxylate bonds (periodic in x/y, not in z)
+    # metal-carboxylate bonds (linkers and formates; periodic in x/y, not in z)
     cut_nm = angstrom_to_nm(BOND_CUTOFF_ANGSTROM[frozenset(("M", "O"))])
     o_idx = np.array([a.index for a in o_atoms])
     o_pos = pos[o_idx]
+    n_bonds = Counter()
     for m in metal_atoms:
         d = o_pos - pos[m.index]
         d[:, :2] -= np.round(d[:, :2] / box) * box
         for hit in np.nonzero(np.linalg.norm(d, axis=1) < cut_nm)[0]:
             top.addBond(m, o_atoms[hit])
+            n_bonds[m.index] += 1
+    if any(n_bonds[m.index] != 4 for m in metal_atoms):
+        raise BuildError("mof slab: a paddlewheel metal has lost a carboxylate after capping (expected 4 M-O bonds each)")
 
     zmin = pos[:, 2].min()
     pos[:, 2] -= zmin
@@ -559,8 +602,9 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
     # composite-box builder sets the full box with its z clearance.
 
     mass = float(sum(a.element.mass.value_in_unit(u.dalton) for a in top.atoms()))
-    charges = template_charges()
-    charge = float(sum(charges[a.residue.name][a.name] for a in top.atoms()))
+    q_type = type_charges()
+    charges = np.array([q_type[t] for t in types])
+    charge = float(charges.sum())
     if abs(charge) > 1e-9:
         raise BuildError(f"mof slab: net charge {charge:.3g} e, expected 0 (check forcefields/mof.xml)")
 
@@ -578,6 +622,9 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
         metal=metal,
         cells=(nx, ny, nz),
         n_metal_sites_exposed=exposed,
+        atom_types=types,
+        charges_e=charges,
+        n_formate=nx * ny * len(caps),
     )
 
 

@@ -18,17 +18,16 @@ CLAIM_IDS = {"rdf_peak1_NaO_TFSI", "rdf_peak2_NaO_TFSI", "cn_NaO_TFSI_weaker_wit
              "Ea_sigma_composite", "sigma_30C_composite", "Fe_only_below_FeNi", "Ni_only_below_FeNi",
              "density_vs_measured", "density_plateau", "na_msd_diffusive"}
 
-FIT_DEFAULTS = {"beta": 1.0, "beta_ok": True, "fit_window_ps": [10.0, 50.0], "D_dof": 4,
-                "fit_window_fractions": [0.1, 0.5], "window_selection": "configured window", "n_blocks": 5,
-                "uncertainty_method": "block averaging", "block_consistent_with_full_fit": True, "dimension": 3,
-                "max_step_fraction": 0.1}
+FIT_DEFAULTS = {"beta": 1.0, "beta_range": [0.95, 1.05], "beta_ok": True, "beta_tolerance": 0.1, "diffusive": True,
+                "no_window_reason": None, "fit_window_ps": [10.0, 50.0], "search_window_ps": [10.0, 50.0],
+                "window_selection": "local beta rule", "fit_chi2_per_dof": 1.0,
+                "uncertainty_method": "GLS of the whole-trajectory MSD", "dimension": 3, "max_step_fraction": 0.1}
 
 
 def _diffusion(D_cm2, sD_cm2, n):
     D, sD = cm2_per_s_to_nm2_per_ps(D_cm2), cm2_per_s_to_nm2_per_ps(sD_cm2)
     return {"D_nm2_per_ps": D, "D_sigma_nm2_per_ps": sD, "D_cm2_per_s": D_cm2, "D_sigma_cm2_per_s": sD_cm2,
-            "D_full_fit_nm2_per_ps": D, "D_ci95_half_width_nm2_per_ps": 2.776 * sD,
-            "block_D_nm2_per_ps": [D] * 5, "n_particles": n, **FIT_DEFAULTS}
+            "n_particles": n, **FIT_DEFAULTS}
 
 
 def transport_record(system, replica, T, *, D_Na, D_Na_sigma, D_TFSI=None, D_TFSI_sigma=None, sigma_NE=1e-4,
@@ -56,9 +55,10 @@ def transport_record(system, replica, T, *, D_Na, D_Na_sigma, D_TFSI=None, D_TFS
             "sigma_EH_S_per_cm": sigma_EH, "sigma_EH_err_S_per_cm": sigma_EH_err,
             "sigma_plus_plus_S_per_cm": sigma_EH / 2, "sigma_minus_minus_S_per_cm": sigma_EH / 2,
             "sigma_plus_minus_S_per_cm": 0.0, "t_plus_ideal": t_plus, "t_plus_ideal_err": t_plus_err,
-            "t_plus_collective": t_plus_coll, "t_plus_collective_err": t_plus_coll_err, "haven_ratio": 1.0,
+            "t_plus_collective": t_plus_coll, "t_plus_collective_err": t_plus_coll_err, "haven_ratio": 1.0, "haven_ratio_err": 0.1,
+            "EH_diffusive": True, "EH_no_window_reason": None, "beta_M": [1.0, 1.0, 1.0],
             "charge_scale": 0.8, "sigma_NE_uncertainty_method": "first-order propagation of sigma_D",
-            "sigma_EH_uncertainty_method": "block averaging", "fit_window_ps": [1.0, 5.0]},
+            "sigma_EH_uncertainty_method": "least-squares slopes, joint Gaussian covariance", "fit_window_ps": [1.0, 5.0]},
         "rdf": rdf,
         "pairing": {"free_fraction": free, "free_fraction_sem": free_sem, "cip_fraction": 1 - free,
                     "cip_fraction_sem": free_sem, "agg_fraction": 0.0, "agg_fraction_sem": 0.0,

@@ -24,15 +24,21 @@ def test_rdf_msd_conductivity_subcommands(tmp_path):
     rec = json.loads((tmp_path / "rdf" / "rdf.json").read_text())
     assert rec["peaks_A"][0] == pytest.approx(2.3, abs=0.11)
     assert (tmp_path / "rdf" / "figures" / "rdf.svg").exists()
-    a = _parse(["analyse", "msd", *COMMON, "--select", "resname TFS", "--compound", "residues", "--dt-ps", "2.0",
-                "--out", str(tmp_path / "msd")])
+    a = _parse(["analyse", "msd", *COMMON, "--select", "resname NA", "--dt-ps", "2.0", "--out", str(tmp_path / "msd")])
     a.func(a)
     rec = json.loads((tmp_path / "msd" / "msd.json").read_text())
-    assert rec["dt_ps"] == pytest.approx(2.0) and rec["D_cm2_per_s"] > 0
+    assert rec["dt_ps"] == pytest.approx(2.0) and rec["diffusive"] and rec["D_cm2_per_s"] > 0
+    a = _parse(["analyse", "msd", *COMMON, "--select", "resname TFS", "--compound", "residues",
+                "--out", str(tmp_path / "msd2")])
+    a.func(a)  # 40 frames of TFSI: local beta leaves 0.9-1.1, so no D and the reason instead
+    rec = json.loads((tmp_path / "msd2" / "msd.json").read_text())
+    assert rec["D_cm2_per_s"] is None and "no diffusive window" in rec["no_window_reason"]
     assert main(["analyse", "conductivity", *COMMON, "--select", "resname NA", "--select2", "resname TFS",
                  "--temperature-K", "353", "--charge-scale", "0.8", "--out", str(tmp_path / "c")]) == 0
     rec = json.loads((tmp_path / "c" / "conductivity.json").read_text())
-    assert rec["nernst_einstein"]["charge_scale"] == 0.8 and rec["einstein_helfand"]["sigma_EH_S_per_cm"] is not None
+    assert rec["nernst_einstein"]["charge_scale"] == 0.8
+    assert rec["einstein_helfand"]["sigma_EH_S_per_cm"] is None  # needs both ions' diffusive windows
+    assert rec["einstein_helfand"]["no_window_reason"] == "no diffusive window for the anions"
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -28,7 +28,7 @@ def test_default_config_is_valid_and_gets_defaults():
     assert cfg["forcefield"]["charge_scale"] == 0.8
     assert cfg["systems"]["CPE"]["mof_metal"] == "FeNi"
     # defaults fill array items too
-    assert cfg["protocol"]["stages"][1]["state_interval_ps"] == 1.0
+    assert cfg["protocol"]["stages"][0]["state_interval_ps"] == 1.0
 
 
 def test_paper_config_is_valid():

@@ -300,7 +300,7 @@ def test_bad_state_never_overwrites_a_good_checkpoint(water, tmp_path, kind):
     path = tmp_path / "checkpoint.chk"
     path.write_bytes(b"good checkpoint")
     with pytest.raises(SimulationError, match="step 40 .t = 0.080 ps.: (positions are NaN|potential energy)"):
-        engine._write_checkpoint(ctx, path, [], engine._energy_limit(system), 40, 0.08)
+        engine._write_checkpoint(ctx, path, [], engine._energy_limit(system), 40, 0.08, {"step": 40})
     assert path.read_bytes() == b"good checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.chk"]
 

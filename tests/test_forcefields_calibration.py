@@ -62,16 +62,16 @@ def test_symmetric_slab_leaves_the_vacuum_flat():
     assert abs(energies[1] - energies[0]) < 0.5
 
 
-TARGET_EV = -3.0  # reachable along the followed pose with sigma 0.30-0.40 nm (uncalibrated Fe: about -3.8 eV)
+TARGET_EV = -0.125  # one start: sigma 0.32 nm gives -0.143, 0.34 nm -0.110 eV (from scratch and followed agree there)
 
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
-    """A sigma calibration of Fe (the default fit) to a target inside a short sigma range."""
+    """A sigma calibration of Fe to a target inside a short sigma range."""
     out = tmp_path_factory.mktemp("cal")
     record = cal.calibrate(
         "Fe", FF, {"targets_eV": {"Fe": TARGET_EV}, "sigma_nm": None}, out,
-        value_range=(0.30, 0.40), grid_points=2, **FAST,
+        parameter="sigma_nm", value_range=(0.32, 0.34), grid_points=2, **FAST,
     )  # fmt: skip
     return out / "calibration.json", record
 
@@ -83,7 +83,7 @@ def test_calibration_reproduces_its_target_independently(calibrated):
     assert abs(data["achieved_eV"] - TARGET_EV) <= cal.TARGET_TOLERANCE_EV
     assert data["fitted_parameter"] == "sigma_nm" and data["fit"]["parameter"] == "sigma_nm"
     fitted = data["fitted"]["Fe"]
-    assert 0.30 < fitted["sigma_nm"] < 0.40
+    assert 0.32 < fitted["sigma_nm"] < 0.34
     assert fitted["epsilon_kj_mol"] == pytest.approx(math.sqrt(0.0544 * 0.83736))  # geometric epsilon, fixed
     assert data["fit"]["brentq_iterations"] >= 1 and "provenance" in data
     assert data["uncalibrated"]["e_ads_eV"] < TARGET_EV  # the fit weakened the binding
@@ -93,13 +93,41 @@ def test_calibration_reproduces_its_target_independently(calibrated):
     assert abs(again / KJ_PER_MOL_PER_EV - TARGET_EV) <= 0.01
 
 
+def test_fit_parameter_follows_the_uncalibrated_binding(monkeypatch, tmp_path):
+    """Geometric pair binds more strongly than the target: sigma is fitted upwards from the geometric
+    sigma; less strongly: epsilon upwards from the geometric epsilon (sigma geometric)."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(metal, ff, target, **kwargs):
+        seen[metal] = kwargs
+        raise Stop
+
+    monkeypatch.setattr(cal, "adsorption_energy_details", lambda *a, **k: {"e_ads_eV": -0.37})
+    monkeypatch.setattr(cal, "fit_pair", fake_fit)
+    for metal in ("Fe", "Ni", "FeNi"):
+        with pytest.raises(Stop):
+            cal.calibrate(metal, FF, {}, tmp_path)  # default targets: Fe -0.27, Ni -0.55, FeNi -0.70
+    assert seen["Fe"]["parameter"] == "sigma_nm"
+    assert seen["Fe"]["value_range"] == (pytest.approx(math.sqrt(0.2594 * 0.315)), cal.SIGMA_RANGE_NM[1])
+    assert seen["Ni"]["parameter"] == seen["FeNi"]["parameter"] == "epsilon_kj_mol"
+    assert seen["Ni"]["value_range"] == (pytest.approx(math.sqrt(0.0628 * 0.83736)), cal.EPSILON_RANGE_KJ_MOL[1])
+    # FeNi: one epsilon for both pairs, starting from the weaker (smaller) geometric epsilon
+    assert seen["FeNi"]["value_range"][0] == pytest.approx(math.sqrt(0.0544 * 0.83736))
+    assert cal.DEFAULT_TARGETS_EV == {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.70}
+
+
 def test_unreachable_target_names_the_range(tmp_path):
-    with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.Fe: -0\.27 eV cannot be reached .*sigma_nm in \[0\.3, 0\.35\] nm"):
-        cal.calibrate("Fe", FF, {"targets_eV": {"Fe": -0.27}}, tmp_path, value_range=(0.3, 0.35), grid_points=2, **FAST)
+    with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.Fe: -3 eV cannot be reached .*sigma_nm in \[0\.3, 0\.35\] nm"):
+        cal.calibrate("Fe", FF, {"targets_eV": {"Fe": -3.0}}, tmp_path, parameter="sigma_nm", value_range=(0.3, 0.35), grid_points=2, **FAST)
     assert not (tmp_path / "calibration.json").exists()
     # calibration.sigma_nm given: epsilon is fitted instead
-    with pytest.raises(ConfigError, match=r"-0\.27 eV cannot be reached .*epsilon_kj_mol in \[0\.5, 5\] kJ/mol"):
-        cal.fit_pair("Fe", FF, -0.27 * KJ_PER_MOL_PER_EV, sigma_nm=0.3, value_range=(0.5, 5.0), grid_points=2, **FAST)
+    with pytest.raises(ConfigError, match=r"-3 eV cannot be reached .*epsilon_kj_mol in \[0\.5, 5\] kJ/mol"):
+        cal.fit_pair("Fe", FF, -3.0 * KJ_PER_MOL_PER_EV, sigma_nm=0.3, value_range=(0.5, 5.0), grid_points=2, **FAST)
+    with pytest.raises(ConfigError, match=r"calibration parameter: 'C4' is not allowed"):
+        cal.fit_pair("Fe", FF, -0.27 * KJ_PER_MOL_PER_EV, parameter="C4")
 
 
 def test_sigma_range_must_fit_inside_the_cutoff():
@@ -116,14 +144,12 @@ def _config(**calibration):
     }
 
 
-def test_fe_ni_target_required_when_enabled():
-    with pytest.raises(ConfigError) as exc:
-        validate_config(_config(enabled=True))
-    msg = str(exc.value)
-    assert "\n" not in msg and msg.startswith("calibration.targets_eV.FeNi: required") and "CPE" in msg
-    ok = validate_config(_config(enabled=True, targets_eV={"FeNi": -0.7}))
-    assert ok["calibration"]["targets_eV"] == {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.7}
-    assert validate_config(_config())["calibration"] == {"enabled": False, "targets_eV": {"Fe": -0.27, "Ni": -0.55}, "sigma_nm": None}
+def test_fe_ni_target_has_a_documented_default():
+    defaults = {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.7}
+    assert validate_config(_config(enabled=True))["calibration"]["targets_eV"] == defaults
+    ok = validate_config(_config(enabled=True, targets_eV={"FeNi": -0.9}))
+    assert ok["calibration"]["targets_eV"] == defaults | {"FeNi": -0.9}
+    assert validate_config(_config())["calibration"] == {"enabled": False, "targets_eV": defaults, "sigma_nm": None}
     with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.FeNi: 0\.1 is out of range"):
         validate_config(_config(enabled=True, targets_eV={"FeNi": 0.1}))
 
@@ -159,13 +185,15 @@ def test_parametrise_calibration_merges_fitted_pair(tmp_path):
     assert main(["parametrise", "--config-json", cfg, "--box", str(box), "--calibration", str(bad), "--out", str(out)]) == 1
 
 
-def test_screened_mof_charges_weaken_adsorption_nearly_in_proportion():
-    # the host-guest Coulomb term is linear in the MOF charges; LJ and TFSI self terms do not scale
+def test_screened_mof_charges_weaken_adsorption():
+    # on the capped slab Coulomb is only part of the binding (one start: full -0.27, half -0.18 eV, an
+    # uncharged host still -0.18 eV of Lennard-Jones physisorption); the old charged cut gave ~0.5 at half
     full = cal.adsorption_energy_details("Fe", FF, **FAST)
     half = cal.adsorption_energy_details("Fe", FF | {"mof_charge_scale": 0.5}, **FAST)
     assert half["mof_charge_scale"] == 0.5 and full["mof_charge_scale"] == 1.0
+    assert full["e_ads_kj_mol"] < half["e_ads_kj_mol"] < 0
     ratio = half["e_ads_kj_mol"] / full["e_ads_kj_mol"]
-    assert 0.4 < ratio < 0.6, ratio
+    assert 0.55 < ratio < 0.8, ratio
 
 
 def test_calibration_fitted_at_another_charge_model_is_refused(tmp_path):

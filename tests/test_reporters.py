@@ -96,7 +96,8 @@ def test_append_refuses_a_different_interval(tmp_path):
 
 def test_truncate_state_csv(tmp_path):
     path = tmp_path / "state.csv"
-    rows = [",".join(CSV_COLUMNS)] + [f"{0.02 * s:.6f},{s},300,300,-1,1,1,1,1" for s in (10, 20, 30, 40)]
+    rest = ",".join(["1"] * (len(CSV_COLUMNS) - 5))  # every column after the potential energy
+    rows = [",".join(CSV_COLUMNS)] + [f"{0.02 * s:.6f},{s},300,300,-1,{rest}" for s in (10, 20, 30, 40)]
     path.write_text("\n".join(rows) + "\n" + "0.1,50,30")  # last row half written
     assert truncate_state_csv(path, 30) == 3
     lines = path.read_text().splitlines()

@@ -143,7 +143,13 @@ def run_through_slurm(cmd, cwd: Path, env, cancel_when, stage_suffix="_productio
     return rc, log_path.read_text(), run_id, cancelled
 
 
-def check_slurm_jobs(rc, out, run_id, cancelled, stage_suffix="_production"):
+def slurm_job_log(workdir: Path, jobid: int) -> str:
+    """The Slurm log of one job (the plugin keeps those of failed jobs under .snakemake/slurm_logs)."""
+    logs = list((workdir / ".snakemake" / "slurm_logs").rglob(f"{jobid}.log"))
+    return logs[0].read_text(errors="replace") if logs else ""
+
+
+def check_slurm_jobs(rc, out, run_id, cancelled, stage_suffix="_production", workdir=None):
     """The Slurm side: the stage took several jobs, one cancelled, the resumed ones exited 75."""
     assert rc == 0, out[-5000:]
     assert run_id, "no 'SLURM run ID' in Snakemake's output: was the slurm executor used?"
@@ -154,6 +160,11 @@ def check_slurm_jobs(rc, out, run_id, cancelled, stage_suffix="_production"):
     assert len(stage_jobs) >= 3, f"{states}: the stage fitted in too few jobs; lower the per-job budget"
     assert states.count("CANCELLED") == 1 and states[-1] == "COMPLETED", states
     assert "FAILED" in states, states  # at least one job stopped at its budget (exit 75)
+    if workdir is not None:
+        # a budget stop must be the clean exit 75 ("rerun to continue"), not a crash that a retry happens to fix
+        for job in (j for j in stage_jobs if j["state"] == "FAILED"):
+            text = slurm_job_log(workdir, job["id"])
+            assert re.search(r"exit status 75\b", text), f"job {job['id']}: no 'exit status 75' in its Slurm log:\n{text[-2000:]}"
     assert all(j["state"] == "COMPLETED" for j in jobs if not j["comment"].endswith(stage_suffix)), jobs
     return stage_jobs, states
 
@@ -191,7 +202,7 @@ def test_fixture_production_over_several_slurm_jobs_with_a_cancelled_one(tmp_pat
         [str(SNAKEMAKE), "--profile", str(ROOT / "profiles" / "slurm-test"), *config_args(FIXTURE_CONFIG)],
         cwd=remote, env=job_env(SPEMD_MAX_WALL_SECONDS=BUDGET_S), cancel_when=frames_past_checkpoint)
     slurm_s = time.monotonic() - t0
-    production, states = check_slurm_jobs(rc, out, run_id, cancelled)
+    production, states = check_slurm_jobs(rc, out, run_id, cancelled, workdir=remote)
 
     # the result equals the uninterrupted local run
     frames = read_frames(prod / "frames.csv")
@@ -287,7 +298,7 @@ def test_real_workflow_production_over_several_slurm_jobs(tmp_path, slurm_cluste
         [str(SNAKEMAKE), *common, "--profile", str(ROOT / "profiles" / "slurm-test"), f"{stage_dir}/done.json"],
         cwd=remote, env=job_env(SPEMD_MAX_WALL_SECONDS=REAL_BUDGET_S), cancel_when=progressed)
     slurm_s = time.monotonic() - t0
-    _, states = check_slurm_jobs(rc, out, run_id, cancelled)
+    _, states = check_slurm_jobs(rc, out, run_id, cancelled, workdir=remote)
 
     ref_dir = local / stage_dir
     head, ref_head = read_header(prod / "trajectory.dcd"), read_header(ref_dir / "trajectory.dcd")
