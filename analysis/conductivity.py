@@ -44,8 +44,7 @@ from spemd.errors import ConfigError, InputError
 from spemd.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angstrom_to_nm, nm2_per_ps_to_cm2_per_s
 
 from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
-                              frame_spacing_ps)
-from spemd.analysis._common import linear_fit
+                                    frame_spacing_ps, linear_fit)
 from spemd.analysis.msd import (_gamma_series, fit_diffusion, fit_lags, fit_window, loglog_slope,
                                 msd_covariance, msd_fft)
 

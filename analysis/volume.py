@@ -29,19 +29,14 @@ import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
 from spemd.errors import InputError
+from spemd.slab import MOF_RESIDUES, VDW_RADIUS_NM
 from spemd.units import angstrom_to_nm, density_g_per_cm3
 
 from spemd.analysis._common import box_volume_nm3, require_box
 from spemd.analysis.paper import peo_melt_density_g_cm3
 
-#: MOF slab residues (systems/build.py MOF_RESIDUES: BTC linkers, FMT formate caps, metal ions).
-SLAB_RESIDUES = ("BTC", "FMT", "FE", "NI", "CU")
-SLAB_SELECTION = "resname " + " ".join(SLAB_RESIDUES)
+SLAB_SELECTION = "resname " + " ".join(MOF_RESIDUES)
 
-#: van der Waals radii (nm). H, C, N, O, F, S, Ni, Cu: Bondi, J. Phys. Chem. 68, 441 (1964), Table I.
-#: Fe is not in Bondi's table; Ni's radius (the neighbouring element, same paddlewheel site) is used.
-VDW_RADIUS_NM = {"H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "S": 0.180,
-                 "NI": 0.163, "FE": 0.163, "CU": 0.140}
 
 
 def slab_atoms(universe):
@@ -218,6 +213,6 @@ def electrolyte_reference_density(temperature_K: float, salt_mass_fraction: floa
             "model": "ideal volume additivity of the PEO melt and the condensed salt", "verified": False}
 
 
-__all__ = ["SLAB_RESIDUES", "SLAB_SELECTION", "VDW_RADIUS_NM", "ElectrolyteVolume", "covered_length",
+__all__ = ["SLAB_SELECTION", "VDW_RADIUS_NM", "ElectrolyteVolume", "covered_length",
            "electrolyte_volume_nm3", "film_shell_volumes_nm3", "radii_for_elements_nm", "slab_atoms",
            "vdw_radii_nm", "electrolyte_reference_density", "NATFSI_FORMULA_VOLUME_NM3"]

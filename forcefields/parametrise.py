@@ -31,9 +31,9 @@ from spemd.forcefields.library import xml_files
 from spemd.errors import ConfigError, InputError
 from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance, sha256_file
+from spemd.slab import MOF_RESIDUES
 
 ION_RESIDUES = ("NA", "TFS")
-MOF_RESIDUES = ("BTC", "FMT", "FE", "NI", "CU")  # FMT: formate surface caps (systems/mof.py)
 # charge_scale: electronic-continuum scaling of the ions; mof_charge_scale: the MOF's surface charge
 # model (1.0 = the mof.xml charges as published; < 1 screens the host-guest Coulomb attraction, the
 # knob that brings TFSI- adsorption energies down to DFT values, see forcefields/calibration.py)

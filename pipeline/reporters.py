@@ -24,7 +24,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from spemd.analysis.volume import SLAB_RESIDUES, electrolyte_volume_nm3, radii_for_elements_nm
+from spemd.analysis.volume import electrolyte_volume_nm3, radii_for_elements_nm
+from spemd.slab import MOF_RESIDUES
 from spemd.pipeline.dcd import DCDWriter
 from spemd.errors import SimulationError
 from spemd.files import atomic_path
@@ -112,10 +113,10 @@ class DCDTrajectoryReporter:
 
 
 class _SlabExtent:
-    """The MOF slab atoms of a topology (residues of spemd.analysis.volume.SLAB_RESIDUES) and their radii."""
+    """The MOF slab atoms of a topology (residues of spemd.slab.MOF_RESIDUES) and their radii."""
 
     def __init__(self, topology):
-        atoms = [a for a in topology.atoms() if a.residue.name in SLAB_RESIDUES]
+        atoms = [a for a in topology.atoms() if a.residue.name in MOF_RESIDUES]
         self.indices = np.array([a.index for a in atoms], dtype=int)
         self.radii_nm = radii_for_elements_nm([a.element.symbol if a.element else a.name for a in atoms])
         self.mass = sum((a.element.mass for a in atoms if a.element is not None), 0.0 * unit.dalton)

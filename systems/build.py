@@ -35,11 +35,11 @@ from spemd import units
 from spemd.errors import BuildError, ConfigError, one_of
 from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance
+from spemd.slab import MOF_RESIDUES, VDW_RADIUS_NM
 from spemd.resources import forcefield_xml
 from spemd.systems import molecules
 
 MOF_METALS = ("FeNi", "Fe", "Ni", "Cu")
-MOF_RESIDUES = ("BTC", "FMT", "FE", "NI", "CU")  # FMT: formate surface caps (systems/mof.py)
 MAX_MOF_WT_PERCENT = 50.0
 WT_TOLERANCE_PERCENT = 0.5
 # Non-bonded atoms (more than three bonds apart) closer than this mean a failed build.
@@ -50,11 +50,6 @@ ION_TRIES = 2000
 # Chains start at the emptiest of START_POOL x (tries per batch) random points: fewest atoms within START_PROBE_NM.
 START_POOL = 4
 START_PROBE_NM = 0.6
-# Van der Waals radii (nm) of the slab's elements for its z-extent: Bondi, J. Phys. Chem. 68, 441 (1964);
-# Fe takes Ni's (not in Bondi's table). The same table as spemd.analysis.volume.VDW_RADIUS_NM (a test
-# keeps them equal), so the builder's electrolyte volume is the one the analysis measures.
-SLAB_VDW_RADIUS_NM = {"H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "S": 0.180,
-                      "NI": 0.163, "FE": 0.163, "CU": 0.140}
 # Soft-core compression after growing (see _compress): per-atom contact radii (nm; a pair repels below the
 # sum, r_H + r_H = 0.22, heavy-heavy 0.30 nm, about where OPLS/CL&P LJ pairs reach ~kT), the capped
 # repulsion's height, the restraint on pairs within three bonds, and the number of compression steps.
@@ -293,7 +288,7 @@ def min_nonbonded_distance_nm(topology: app.Topology, xyz_nm: np.ndarray, box_nm
 
 def slab_extent_nm(slab) -> tuple[float, float]:
     """(lowest, highest) z (nm) the slab's atoms reach, their van der Waals radii included."""
-    r = np.array([SLAB_VDW_RADIUS_NM[a.element.symbol.upper()] for a in slab.topology.atoms()])
+    r = np.array([VDW_RADIUS_NM[a.element.symbol.upper()] for a in slab.topology.atoms()])
     z = slab.positions_nm[:, 2]
     return float(np.min(z - r)), float(np.max(z + r))
 

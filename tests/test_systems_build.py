@@ -242,12 +242,6 @@ def test_too_dense_is_a_one_line_build_error(tmp_path, spec, cfg, what):
     assert not (tmp_path / "out").exists()
 
 
-def test_slab_radii_match_the_analysis_table():
-    from spemd.analysis.volume import VDW_RADIUS_NM
-
-    assert build.SLAB_VDW_RADIUS_NM == VDW_RADIUS_NM
-
-
 @pytest.mark.parametrize("name,spec", [
     ("PEO", {"eo_per_chain": 10, "chains": 12, "eo_per_na": 20, "mof_wt_percent": 0}),
     ("CPE", {"eo_per_chain": 10, "eo_per_na": 20, "mof_wt_percent": 40, "mof_metal": "FeNi", "mof_cells": [1, 1, 1]}),
