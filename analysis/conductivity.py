@@ -2,7 +2,7 @@
 
 Ions carry q = z * charge_scale elementary charges (z = +1 for Na+, -1 for TFSI-; charge_scale is
 the force field's scaling, e.g. 0.8 for scaled-charge models). Volume V is the mean volume the ions
-move in: the box volume of a plain box, the electrolyte's own volume of a slab box
+move in: the box volume of a plain box, the electrolyte's occupied volume of a slab box
 (:class:`spemd.analysis.volume.ElectrolyteVolume`; a slab box normalised by its whole volume
 under-counts the carrier density by the slab's share).
 
@@ -169,8 +169,8 @@ class Conductivity(AnalysisBase):
     charge_scale, temperature_K : float
     fit_start_fraction, fit_end_fraction, beta_tolerance : as analysis.msd
     unwrap : bool
-    electrolyte : callable ``ts -> (volume_nm3, thickness_nm)`` (analysis.volume.ElectrolyteVolume) or
-        None: the per-frame carrier volume of a slab box; None: the box volume
+    carrier_volume_nm3 : float or None: the carrier volume of a slab box (e.g.
+        ``ElectrolyteVolume.results.mean_volume_nm3``); None: the mean box volume
 
     Results: ``D_cation``/``D_anion`` (dicts of analysis.msd.fit_diffusion), ``nernst_einstein``
     (dict of :func:`nernst_einstein`), ``einstein_helfand`` (dict of :func:`einstein_helfand`).
@@ -178,7 +178,7 @@ class Conductivity(AnalysisBase):
 
     def __init__(self, cations, anions, charge_scale=1.0, temperature_K=300.0, fit_start_fraction=0.1,
                  fit_end_fraction=0.5, beta_tolerance=0.1, unwrap=True, anion_compound="residues",
-                 electrolyte=None, **kwargs):
+                 carrier_volume_nm3=None, **kwargs):
         super().__init__(cations.universe.trajectory, **kwargs)
         self.cations = check_atomgroup(cations, "conductivity cations")
         self.anions = check_atomgroup(anions, "conductivity anions")
@@ -190,7 +190,9 @@ class Conductivity(AnalysisBase):
                                beta_tolerance=beta_tolerance)
         self.unwrap = unwrap
         self.anion_compound = anion_compound
-        self.electrolyte = electrolyte
+        if carrier_volume_nm3 is not None and not carrier_volume_nm3 > 0:
+            raise ConfigError(f"carrier_volume_nm3: {carrier_volume_nm3!r} must be > 0 nm^3 or None")
+        self.carrier_volume_nm3 = carrier_volume_nm3
 
     def _prepare(self):
         self._layout = compound_layout(self.anions, self.anion_compound)
@@ -213,11 +215,12 @@ class Conductivity(AnalysisBase):
         i = self._frame_index
         self._cat[i] = angstrom_to_nm(np.asarray(c, dtype=np.float64))
         self._an[i] = angstrom_to_nm(np.asarray(a, dtype=np.float64))
-        self._vol[i] = box_volume_nm3(dims) if self.electrolyte is None else self.electrolyte(self._ts)[0]
+        self._vol[i] = box_volume_nm3(dims)
 
     def _conclude(self):
         dt = frame_spacing_ps(self.times, "conductivity trajectory")
-        self.results.update(conductivity_from_positions(self._cat, self._an, dt, float(self._vol.mean()),
+        volume = float(self._vol.mean()) if self.carrier_volume_nm3 is None else float(self.carrier_volume_nm3)
+        self.results.update(conductivity_from_positions(self._cat, self._an, dt, volume,
                                                         self.temperature_K, self.charge_scale, **self.fit_kwargs))
 
 

@@ -10,17 +10,18 @@ Selections (docs/contracts.md): Na ``resname NA``; O(TFSI) ``resname TFS and nam
 ``resname TFS and name N1``; O(ether) ``resname PEH PEM and name O*``; MOF metal ``resname FE NI CU``.
 Pairs: Na-O_TFSI, Na-O_ether, Na-N_TFSI, Na-metal (only with a MOF), Na-Na. Same-residue pairs are
 excluded. g(r) is normalised by the per-frame box volume of a plain box; with a MOF slab (residues
-``BTC FMT FE NI CU``) by the electrolyte's own volume of each frame (analysis/volume.py: the box minus
-the slab's z-extent incl. vdW radii, with the film's ideal-gas shells), which is also the carrier volume
-of the Nernst-Einstein and Einstein-Helfand conductivities; ``rdf_accessible_volume_nm3`` overrides both
-for g(r).
+``BTC FMT FE NI CU``) by an ideal gas at each atom's own height (analysis/rdf.py, "lateral");
+``rdf_accessible_volume_nm3`` sets a fixed volume instead. The carrier volume of the Nernst-Einstein and
+Einstein-Helfand conductivities is the box volume of a plain box, the electrolyte's occupied volume
+of a slab box (analysis/volume.py: power-diagram cells of the electrolyte atoms).
 
 Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)"), ``msd_<species>.csv``
 ("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``.
 
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
-mean_volume_nm3, electrolyte {volume_nm3_mean, density_g_cm3_mean, density_g_cm3 (per frame),
-thickness_nm_mean, method, slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
+mean_volume_nm3, electrolyte {volume_nm3_mean, volume_nm3_sd, volume_frames, density_g_cm3_mean,
+density_g_cm3 (on volume_frames), film_centre_density_g_cm3_mean, film_centre_density_g_cm3 (per frame),
+method, slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
 D_cm2_per_s, D_sigma_cm2_per_s (whole-trajectory GLS, NaN without a diffusive window), diffusive,
 no_window_reason, beta, beta_range, beta_ok, fit_window_ps, search_window_ps, uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
 sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
@@ -152,8 +153,9 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                 flags.append(f"pair {name} skipped: selection {SELECTIONS[b]!r} matches no atoms")
             continue
         fixed = cfg["rdf_accessible_volume_nm3"]
+        lateral = electrolyte is not None and fixed is None  # slab box: ideal gas at each atom's height
         rdfs[name] = RDF(groups[a], groups[b], r_max_nm=r_max, bins=int(cfg["rdf_bins"]), exclude_same="residue",
-                         accessible_volume_nm3=fixed, electrolyte=electrolyte if fixed is None else None)
+                         accessible_volume_nm3=fixed, normalisation="lateral" if lateral else "volume")
     fit_kw = dict(fit_start_fraction=start, fit_end_fraction=end)
     msds = {"Na": MSD(na, compound="atoms", **fit_kw), "TFSI": MSD(tfsi, compound="residues", **fit_kw)}
     with warnings.catch_warnings():
@@ -165,14 +167,18 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     if electrolyte is None:  # plain box: the electrolyte is the box
         mass = float(np.sum(u.atoms.masses))
         e_out = {"volume_nm3_mean": volume, "density_g_cm3_mean": density_g_per_cm3(mass, volume),
+                 "film_centre_density_g_cm3_mean": density_g_per_cm3(mass, volume),
                  "method": "box volume (no slab)", "slab": False}
         e_volume = volume
     else:
         er = electrolyte.results
         e_volume = er.mean_volume_nm3
-        e_out = {"volume_nm3_mean": e_volume, "density_g_cm3_mean": er.mean_density_g_cm3,
+        e_out = {"volume_nm3_mean": e_volume, "volume_nm3_sd": er.sd_volume_nm3,
+                 "volume_frames": er.volume_frames, "density_g_cm3_mean": er.mean_density_g_cm3,
                  "density_g_cm3": [float(x) for x in er.density_g_cm3],
-                 "thickness_nm_mean": float(np.mean(er.thickness_nm)), "method": er.method, "slab": True}
+                 "film_centre_density_g_cm3_mean": er.mean_film_centre_density_g_cm3,
+                 "film_centre_density_g_cm3": [float(x) for x in er.film_centre_density_g_cm3],
+                 "method": er.method, "slab": True}
     diffusion = {}
     for sp, m in msds.items():
         d = {k: m.results[k] for k in _FIT_KEYS}

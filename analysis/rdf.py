@@ -7,13 +7,24 @@ Definitions (A = first group, B = second group, ordered pairs (a, b) counted onc
 
 c_f(r) is the number of A-B pairs in the bin around r in frame f, F the number of frames, V_f the
 volume of frame f (NPT-aware: each frame is normalised by its own volume; with
-``accessible_volume_nm3`` the given constant volume is used instead, e.g. the box volume minus a MOF
-slab; with ``electrolyte`` -- a callable ``ts -> (V_e, h)``, e.g.
-:class:`spemd.analysis.volume.ElectrolyteVolume` -- the electrolyte's own volume V_e of each frame,
-and the shell volume 4/3 pi (r_hi^3 - r_lo^3) becomes the film's ideal-gas shell of thickness h,
-:func:`spemd.analysis.volume.film_shell_volumes_nm3`) and N_pairs = N_A * N_B minus the excluded pairs (identical atoms always; pairs inside the same
-residue with ``exclude_same="residue"``). n(r) is a direct count and does not depend on the volume
-used for g(r). ``results.normalisation`` states which volume normalised g(r).
+``accessible_volume_nm3`` the given constant volume is used instead) and N_pairs = N_A * N_B minus the
+excluded pairs (identical atoms always; pairs inside the same residue with ``exclude_same="residue"``).
+n(r) is a direct count and does not depend on the normalisation. ``results.normalisation`` states it.
+
+Slab boxes (``normalisation="lateral"``): the electrolyte is a film with pores, so no single volume
+makes the ideal-gas reference right. Instead every B atom is kept at its own height z_b and spread
+uniformly over the periodic x/y cross-section A_xy; the expected count of an A-B pair with height
+difference dz (minimum image, |dz| <= L_z / 2) in the bin [r_lo, r_hi) is
+
+    (pi / A_xy) * max(0, r_hi^2 - max(r_lo, |dz|)^2)
+
+(the part of the spherical shell at height dz is a ring of area 2 pi r dr), and
+
+    g(r) = sum_f c_f(r) / sum_f sum_(a,b) (pi / A_xy) max(0, r_hi^2 - max(r_lo, |dz_ab|)^2)
+
+over the same non-excluded pairs. For a fluid uniform in x/y at any density profile in z (a film, a
+film with a depleted layer, a box without slab) the tail of g is 1; in a plain box the reference equals
+the volume one. It needs an orthorhombic box whose z axis is the slab normal.
 
 Preconditions: a periodic box in every frame; r_max not above half the shortest box width (minimum
 image). Memory is independent of the number of frames: one histogram is accumulated per frame from
@@ -40,10 +51,10 @@ from spemd.errors import ConfigError, InputError, one_of
 from spemd.units import nm_to_angstrom
 
 from spemd.analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
-from spemd.analysis.volume import film_shell_volumes_nm3
-
 EXCLUDE_CHOICES = (None, "residue")
 KERNELS = ("kdtree", "capped")
+NORMALISATIONS = ("volume", "lateral")
+_DZ_BINS = 4000  # |dz| histogram on [0, r_max) for the lateral reference: bin error < 1e-6 of a shell
 
 
 class RDF(AnalysisBase):
@@ -57,8 +68,8 @@ class RDF(AnalysisBase):
     r_min_nm : float, smallest distance (nm), default 0
     exclude_same : None or "residue": drop pairs inside one residue (same molecule)
     accessible_volume_nm3 : float or None: normalise g(r) by this volume instead of the box volume
-    electrolyte : callable ``ts -> (volume_nm3, film_thickness_nm or None)`` or None: per-frame
-        electrolyte volume (and film shells) of a slab box; excludes ``accessible_volume_nm3``
+    normalisation : "volume" (default: per-frame box volume, or ``accessible_volume_nm3``) or "lateral"
+        (slab boxes: ideal gas at each B atom's height, module docstring)
     kernel : "kdtree" (default: periodic scipy cKDTree pair search, orthorhombic boxes; triclinic
         frames fall back to capped_distance) or "capped" (MDAnalysis capped_distance always)
 
@@ -69,7 +80,7 @@ class RDF(AnalysisBase):
     """
 
     def __init__(self, group_a, group_b, r_max_nm=1.0, bins=200, r_min_nm=0.0, exclude_same=None,
-                 accessible_volume_nm3=None, kernel="kdtree", electrolyte=None, **kwargs):
+                 accessible_volume_nm3=None, kernel="kdtree", normalisation="volume", **kwargs):
         super().__init__(group_a.universe.trajectory, **kwargs)
         self.group_a = check_atomgroup(group_a, "RDF group_a")
         self.group_b = check_atomgroup(group_b, "RDF group_b")
@@ -86,9 +97,12 @@ class RDF(AnalysisBase):
         self.nbins = int(bins)
         self.exclude_same = exclude_same
         self.accessible_volume_nm3 = accessible_volume_nm3
-        if electrolyte is not None and accessible_volume_nm3 is not None:
-            raise ConfigError("electrolyte and accessible_volume_nm3: give one volume, not both")
-        self.electrolyte = electrolyte
+        if normalisation not in NORMALISATIONS:
+            raise ConfigError(one_of("normalisation", normalisation, NORMALISATIONS))
+        if normalisation == "lateral" and accessible_volume_nm3 is not None:
+            raise ConfigError("normalisation 'lateral' and accessible_volume_nm3: the lateral reference uses no volume; "
+                              "give one of them")
+        self.normalisation = normalisation
         if kernel not in KERNELS:
             raise ConfigError(one_of("kernel", kernel, KERNELS))
         self.kernel = kernel
@@ -99,10 +113,10 @@ class RDF(AnalysisBase):
         self._inv_dr_A = self.nbins / (self._rmax_A - self._rmin_A)
         self._count = np.zeros(self.nbins, dtype=np.int64)
         self._edges_nm = np.linspace(self.r_min_nm, self.r_max_nm, self.nbins + 1)
-        self._shell_nm3 = film_shell_volumes_nm3(self._edges_nm, None)
-        self._weighted = np.zeros(self.nbins, dtype=np.float64)  # sum_f V_f c_f(r) / S_f(r)
-        self._expected = np.zeros(self.nbins, dtype=np.float64)  # ideal-gas count: sum_f N_pairs S_f(r) / V_f
-        self._e_volume_sum = 0.0
+        self._shell_nm3 = 4.0 / 3.0 * np.pi * np.diff(self._edges_nm**3)
+        self._weighted = np.zeros(self.nbins, dtype=np.float64)  # sum_f V_f c_f(r) / shell(r)
+        self._expected = np.zeros(self.nbins, dtype=np.float64)  # ideal-gas count: sum_f N_pairs shell(r) / V_f
+        self._n_volume_sum = 0.0
         self._volume_sum = 0.0
         self._warned_range = False
         ia, ib = self.group_a.indices, self.group_b.indices
@@ -122,6 +136,17 @@ class RDF(AnalysisBase):
         self._n_pairs = len(ia) * len(ib) - excluded
         if self._n_pairs <= 0:
             raise InputError("RDF groups: no pairs left after exclusions; check the selections and exclude_same")
+        if self.normalisation == "lateral":
+            if self.exclude_same == "residue":
+                self._keep = self._ra[:, None] != self._rb[None, :]
+            elif self._check_identity:
+                self._keep = ia[:, None] != ib[None, :]
+            else:
+                self._keep = None
+            # ring integral per |dz| bin (centre) and r bin: (pi) max(0, r_hi^2 - max(r_lo, dz)^2), / A_xy per frame
+            dz = (np.arange(_DZ_BINS) + 0.5) * self.r_max_nm / _DZ_BINS
+            lo, hi = self._edges_nm[:-1], self._edges_nm[1:]
+            self._ring = np.pi * np.clip(hi[None, :] ** 2 - np.maximum(lo[None, :], dz[:, None]) ** 2, 0.0, None)
 
     def _single_frame(self):
         dims = require_box(self._ts, "RDF trajectory")
@@ -144,18 +169,31 @@ class RDF(AnalysisBase):
             c = np.bincount(idx, minlength=self.nbins)
         else:
             c = np.zeros(self.nbins, dtype=np.int64)
-        shell = self._shell_nm3
-        if self.electrolyte is not None:
-            vol, h = self.electrolyte(self._ts)
-            if h is not None:
-                shell = film_shell_volumes_nm3(self._edges_nm, h)
-        else:
-            vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
         self._count += c
-        self._weighted += vol * c / shell
-        self._expected += self._n_pairs * shell / vol
-        self._e_volume_sum += vol
         self._volume_sum += box_volume_nm3(dims)
+        if self.normalisation == "lateral":
+            self._expected += self._lateral_reference(dims)
+            return
+        vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
+        self._weighted += vol * c / self._shell_nm3
+        self._expected += self._n_pairs * self._shell_nm3 / vol
+        self._n_volume_sum += vol
+
+    def _lateral_reference(self, dims):
+        """Ideal-gas pair count per bin of this frame with every B atom at its own height (module docstring)."""
+        if not np.allclose(dims[3:], 90.0):
+            raise InputError(f"RDF normalisation 'lateral': frame {self._ts.frame} has a triclinic box "
+                             f"{np.asarray(dims[3:]).tolist()}; it needs an orthorhombic slab box")
+        L = np.asarray(dims[:3], dtype=np.float64) / 10.0  # nm
+        za = self.group_a.positions[:, 2].astype(np.float64) / 10.0
+        zb = self.group_b.positions[:, 2].astype(np.float64) / 10.0
+        dz = za[:, None] - zb[None, :]
+        dz = np.abs(dz - L[2] * np.round(dz / L[2]))
+        if self._keep is not None:
+            dz = dz[self._keep]
+        k = (dz * (_DZ_BINS / self.r_max_nm)).astype(np.int64)
+        hist = np.bincount(k[k < _DZ_BINS], minlength=_DZ_BINS)
+        return hist @ self._ring / (L[0] * L[1])
 
     def _pairs_within(self, pa, pb, dims):
         """(pairs (n, 2) as (index in A, index in B), distances in A) of all pairs closer than r_max."""
@@ -184,17 +222,18 @@ class RDF(AnalysisBase):
         r.count = self._count.copy()
         r.n_pairs = self._n_pairs
         r.n_frames = F
-        r.rdf = self._weighted / (F * self._n_pairs)
         r.cn = np.cumsum(self._count) / (F * len(self.group_a))
         r.mean_volume_nm3 = self._volume_sum / F
-        if self.electrolyte is not None:
-            r.normalisation = (f"electrolyte volume (per frame, mean {self._e_volume_sum / F:.6g} nm^3) "
-                               "with film ideal-gas shells")
-        elif self.accessible_volume_nm3 is None:
-            r.normalisation = "box volume (per frame)"
+        if self.normalisation == "lateral":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r.rdf = np.where(self._expected > 0, self._count / self._expected, 0.0)
+            r.normalisation = "lateral: ideal gas uniform in x/y at each B atom's height (slab box, per frame)"
+            r.normalisation_volume_nm3 = None
         else:
-            r.normalisation = f"accessible volume {self.accessible_volume_nm3:g} nm^3"
-        r.normalisation_volume_nm3 = self._e_volume_sum / F
+            r.rdf = self._weighted / (F * self._n_pairs)
+            r.normalisation = ("box volume (per frame)" if self.accessible_volume_nm3 is None
+                               else f"accessible volume {self.accessible_volume_nm3:g} nm^3")
+            r.normalisation_volume_nm3 = self._n_volume_sum / F
         # expected ideal-gas count per bin over the run (same volumes and shells as g), for peak significance
         shells = first_shell(r.bins_nm, r.rdf, r.cn, self._count, self._expected)
         r.update(shells)

@@ -584,7 +584,7 @@ def density_rows(agg: dict) -> list[dict]:
         elif meta["has_salt"]:
             notes.append("reference is the salt-free melt; NaTFSI raises the density, so this is not like-for-like")
         if meta["wt_percent_nominal"] > 0:
-            notes.append("electrolyte density: box minus the MOF slab's z-extent")
+            notes.append("electrolyte density: the film centre, > 0.6 nm beyond the MOF slab (spemd.analysis.volume)")
         row = _row("density_vs_measured", n, T, quantity, measured, "experiment", _fmt(d["mean"], d["sigma"], 4),
                    claim, DENSITY_TOLERANCE * ref["density_g_cm3"] - abs(d["mean"] - ref["density_g_cm3"]),
                    d["sigma"], status=chk["verdict"], note="; ".join(notes))

@@ -24,7 +24,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from spemd.analysis.volume import electrolyte_volume_nm3, radii_for_elements_nm
+from spemd.analysis.volume import film_centre_density_g_cm3
 from spemd.slab import MOF_RESIDUES
 from spemd.pipeline.dcd import DCDWriter
 from spemd.errors import SimulationError
@@ -40,8 +40,7 @@ CSV_COLUMNS = (
     "Density (g/mL)",
     "Speed (ns/day)",
     "ETA (s)",
-    # the electrolyte alone: a slab box minus the slab's z-extent (spemd.analysis.volume); a plain box's own
-    "Electrolyte Volume (nm^3)",
+    # the electrolyte alone: a slab box's film-centre density (spemd.analysis.volume), a plain box's density
     "Electrolyte Density (g/mL)",
 )
 
@@ -112,22 +111,26 @@ class DCDTrajectoryReporter:
         self._writer.close()
 
 
-class _SlabExtent:
-    """The MOF slab atoms of a topology (residues of spemd.slab.MOF_RESIDUES) and their radii."""
+class _Slab:
+    """The MOF slab atoms of a topology (residues of spemd.slab.MOF_RESIDUES) and the electrolyte's atoms."""
 
-    def __init__(self, topology):
-        atoms = [a for a in topology.atoms() if a.residue.name in MOF_RESIDUES]
-        self.indices = np.array([a.index for a in atoms], dtype=int)
-        self.radii_nm = radii_for_elements_nm([a.element.symbol if a.element else a.name for a in atoms])
-        self.mass = sum((a.element.mass for a in atoms if a.element is not None), 0.0 * unit.dalton)
+    def __init__(self, system: openmm.System, topology):
+        atoms = list(topology.atoms())
+        is_slab = np.array([a.residue.name in MOF_RESIDUES for a in atoms], dtype=bool)
+        self.indices = np.nonzero(is_slab)[0]
+        self.electrolyte = np.nonzero(~is_slab)[0]
+        # element masses, as the analysis reads them from the topology (hydrogen mass repartitioning
+        # moves mass by one bond length: no effect on which band an atom is in)
+        self.electrolyte_masses = np.array([
+            atoms[i].element.mass.value_in_unit(unit.dalton) if atoms[i].element is not None
+            else system.getParticleMass(int(i)).value_in_unit(unit.dalton) for i in self.electrolyte])
 
-    def electrolyte_volume(self, state, box_volume) -> unit.Quantity:
-        if not self.indices.size:
-            return box_volume
-        z = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[self.indices, 2]
-        height = state.getPeriodicBoxVectors()[2][2].value_in_unit(unit.nanometer)
-        v, _ = electrolyte_volume_nm3(z, self.radii_nm, box_volume.value_in_unit(unit.nanometer**3), height)
-        return v * unit.nanometer**3
+    def film_centre_density(self, state) -> unit.Quantity:
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        a, b, c = state.getPeriodicBoxVectors().value_in_unit(unit.nanometer)
+        rho = film_centre_density_g_cm3(pos[self.electrolyte, 2], self.electrolyte_masses, pos[self.indices, 2],
+                                        a[0] * b[1], c[2])
+        return rho * unit.gram / unit.milliliter
 
 
 class StateCSVReporter:
@@ -139,8 +142,7 @@ class StateCSVReporter:
         self.total_steps = int(total_steps)
         self._dof = degrees_of_freedom(system)
         self._mass = box_mass(system, topology)
-        self._slab = _SlabExtent(topology)
-        self._electrolyte_mass = self._mass - self._slab.mass
+        self._slab = _Slab(system, topology)
         self._energy_limit = energy_limit
         self._fh = open(path, "a" if append else "w", newline="")
         self._csv = csv.writer(self._fh)
@@ -168,8 +170,7 @@ class StateCSVReporter:
         temperature = (2 * state.getKineticEnergy() / (self._dof * unit.MOLAR_GAS_CONSTANT_R)) if self._dof > 0 else 0 * unit.kelvin
         volume = state.getPeriodicBoxVolume()
         density = self._mass / volume / unit.AVOGADRO_CONSTANT_NA
-        e_volume = self._slab.electrolyte_volume(state, volume)
-        e_density = self._electrolyte_mass / e_volume / unit.AVOGADRO_CONSTANT_NA
+        e_density = self._slab.film_centre_density(state) if self._slab.indices.size else density
         elapsed = time.perf_counter() - self._clock0
         done_steps = step - self._step0
         dt = simulation.integrator.getStepSize()
@@ -188,7 +189,6 @@ class StateCSVReporter:
             f"{density.value_in_unit(unit.gram / unit.milliliter):.6f}",
             f"{ns_per_day:.4g}",
             f"{eta:.1f}",
-            f"{e_volume.value_in_unit(unit.nanometer**3):.6f}",
             f"{e_density.value_in_unit(unit.gram / unit.milliliter):.6f}",
         )
         self._csv.writerow(row)

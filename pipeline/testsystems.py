@@ -23,8 +23,11 @@ def water_params(
     slab_grid: int = 0,
     slab_sigma_nm: float = 0.3,
     slab_layers: int = 2,
+    height_nm: float | None = None,
 ) -> Path:
-    """Write a cubic TIP3P box (PME, HBonds, rigid water) as a params folder; return its path.
+    """Write a TIP3P box (PME, HBonds, rigid water) as a params folder; return its path.
+
+    The box is `box_nm` wide in x and y and `height_nm` (default: `box_nm`, a cube) high.
 
     ``slab_grid = n > 0`` adds `slab_layers` n x n layers (0.3 nm apart, centred on z = box/2) of
     massless, uncharged LJ atoms (residue/element Cu) spanning x and y, with no bonds between them, listed in forcefield.json as
@@ -34,19 +37,21 @@ def water_params(
     out_dir.mkdir(parents=True, exist_ok=True)
     ff = app.ForceField("amber14/tip3p.xml")
     modeller = app.Modeller(app.Topology(), [])
-    modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer)
+    height = float(box_nm if height_nm is None else height_nm)
+    modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(box_nm, box_nm, height) * unit.nanometer)
     slab_xyz = np.zeros((0, 3))
     if slab_grid > 0:
         spacing = box_nm / slab_grid
         g = (np.arange(slab_grid) + 0.5) * spacing
-        zs = box_nm / 2 + 0.3 * (np.arange(slab_layers) - (slab_layers - 1) / 2)
+        zs = height / 2 + 0.3 * (np.arange(slab_layers) - (slab_layers - 1) / 2)
         slab_xyz = np.array([[x, y, z] for z in zs for x in g for y in g])
         pos = modeller.getPositions().value_in_unit(unit.nanometer)
         doomed = []
         for res in modeller.topology.residues():
             for atom in res.atoms():
                 d = np.asarray(pos[atom.index]) - slab_xyz
-                d -= box_nm * np.round(d / box_nm)
+                period = np.array([box_nm, box_nm, height])
+                d -= period * np.round(d / period)
                 if (np.linalg.norm(d, axis=1) < 0.32).any():
                     doomed.append(res)
                     break
@@ -72,7 +77,7 @@ def water_params(
             slab_indices.append(system.addParticle(0.0))  # massless = fixed
             nb.addParticle(0.0, slab_sigma_nm, 0.5)
             positions.append(openmm.Vec3(*xyz))
-    box = [openmm.Vec3(box_nm, 0, 0), openmm.Vec3(0, box_nm, 0), openmm.Vec3(0, 0, box_nm)]
+    box = [openmm.Vec3(box_nm, 0, 0), openmm.Vec3(0, box_nm, 0), openmm.Vec3(0, 0, height)]
     system.setDefaultPeriodicBoxVectors(*box)
     topology.setPeriodicBoxVectors(box * unit.nanometer)
     (out_dir / "system.xml").write_text(openmm.XmlSerializer.serialize(system))

@@ -15,8 +15,9 @@ outside the region (in z), every placed atom is at least that far from it. Molec
 (unwrapped; chains may leave [0, box) in x and y, never in z with a slab). Growing gets slow above
 ~0.6 g/cm3 (the last chains find little room), so with build.target_density_g_cm3 the grown box is then
 compressed to that electrolyte density under a capped soft-core repulsion (:func:`_compress`); the
-electrolyte's volume is the box minus the slab's z-extent incl. vdW radii, as spemd.analysis.volume
-measures it. At paper scale (benchmarks/build_speed.py, 2 busy cores): grown at 0.5 and compressed to
+electrolyte's volume here is the box minus the slab's z-extent incl. vdW radii (the region it is
+placed in; the analysis's film-centre density and occupied volume, spemd.analysis.volume, are measured
+once it has moved into the slab's pores). At paper scale (benchmarks/build_speed.py, 2 busy cores): grown at 0.5 and compressed to
 1.10 g/cm3 in 30 s (PEO, 22k atoms) and 41 s (CPE-10, 27k atoms).
 """
 

@@ -1,12 +1,13 @@
-"""Electrolyte volume of slab boxes (analysis/volume.py) and g(r) normalised by it (analysis/rdf.py)."""
+"""The electrolyte of slab boxes (analysis/volume.py) and the lateral g(r) reference of slab boxes (analysis/rdf.py)."""
 
 import numpy as np
 import pytest
 
 from spemd.analysis.rdf import RDF
-from spemd.analysis.volume import (ElectrolyteVolume, VDW_RADIUS_NM, covered_length, film_shell_volumes_nm3,
-                                   slab_atoms)
-from spemd.errors import InputError
+from spemd.analysis.volume import (REACH_NM, ElectrolyteVolume, film_centre_density_g_cm3, film_gap,
+                                   occupied_volume_nm3, slab_atoms)
+from spemd.errors import ConfigError, InputError
+from spemd.slab import FILM_CENTRE_CLEARANCE_NM, VDW_RADIUS_NM
 from spemd.units import density_g_per_cm3
 
 L_XY, L_Z = 4.0, 6.0  # nm
@@ -44,77 +45,124 @@ def _slab_box(n_gas=2000, n_frames=6, seed=0, shift_nm=0.0):
     return u, n_slab
 
 
-def test_covered_length_on_the_circle():
-    assert covered_length([1.0, 2.0], [3.0, 2.5], 10.0) == pytest.approx(2.0)
-    # split by the periodic boundary: [9, 11) is [9, 10) + [0, 1)
-    assert covered_length([9.0, 0.2], [11.0, 0.5], 10.0) == pytest.approx(2.0)
-    assert covered_length([-0.5, 3.0], [0.5, 4.0], 10.0) == pytest.approx(2.0)
-    assert covered_length([0.0], [12.0], 10.0) == pytest.approx(10.0)
+def test_film_gap_on_the_circle():
+    assert film_gap([0.2, 0.4], 6.0) == pytest.approx((0.4, 6.2))
+    # split by the periodic boundary: the film is the gap between 0.3 and 5.8 either way
+    assert film_gap([5.8, 0.3, 6.1], 6.0) == pytest.approx((0.3, 5.8))
+    assert film_gap([-0.2, 0.3], 6.0) == pytest.approx((0.3, 5.8))
 
 
 @pytest.mark.parametrize("shift", [0.0, 5.9])  # 5.9: the slab straddles z = 0 after wrapping
-def test_electrolyte_volume_and_density(shift):
-    u, n_slab = _slab_box(n_gas=500, n_frames=2, shift_nm=shift)
-    slab = slab_atoms(u)
-    assert len(slab) == n_slab
-    ev = ElectrolyteVolume(slab, u.select_atoms("resname GAS")).run()
-    h = L_Z - (SLAB_Z[1] - SLAB_Z[0] + 2 * VDW_RADIUS_NM["C"])  # 5.46 nm
-    assert ev.results.thickness_nm == pytest.approx([h, h], abs=1e-5)
-    assert ev.results.mean_volume_nm3 == pytest.approx(L_XY**2 * h, rel=1e-5)
-    assert ev.results.mean_density_g_cm3 == pytest.approx(density_g_per_cm3(500 * 1.008, L_XY**2 * h), rel=1e-5)
+def test_film_centre_density_counts_the_band_only(shift):
+    u, n_slab = _slab_box(n_gas=2000, n_frames=4, shift_nm=shift)
+    gas = u.select_atoms("resname GAS")
+    ev = ElectrolyteVolume(slab_atoms(u), gas, max_volume_frames=1).run()
+    band_lo, band_hi = SLAB_Z[1] + FILM_CENTRE_CLEARANCE_NM, SLAB_Z[0] + L_Z - FILM_CENTRE_CLEARANCE_NM
+    by_hand = []
+    for ts in u.trajectory:
+        z = np.mod(gas.positions[:, 2] / 10.0 - shift, L_Z)
+        n = np.count_nonzero((z >= band_lo) & (z < band_hi))
+        by_hand.append(density_g_per_cm3(n * 1.008, L_XY**2 * (band_hi - band_lo)))
+    assert ev.results.film_centre_density_g_cm3 == pytest.approx(by_hand, rel=1e-9)
+    # the gas is uniform between the slab's vdW surfaces: the band holds the same density (binomial 1 %)
+    lo, hi = SLAB_Z[1] + VDW_RADIUS_NM["C"], SLAB_Z[0] - VDW_RADIUS_NM["C"] + L_Z
+    uniform = density_g_per_cm3(2000 * 1.008, L_XY**2 * (hi - lo))
+    assert ev.results.mean_film_centre_density_g_cm3 == pytest.approx(uniform, rel=0.03)
 
 
-def test_unknown_slab_element_is_named():
+def test_film_without_a_centre_band_is_refused():
+    with pytest.raises(InputError, match="FILM_CENTRE_CLEARANCE_NM"):
+        film_centre_density_g_cm3([1.0], [1.0], [0.0, 0.9], 1.0, 2.0)
+
+
+def _lattice(L, spacing):
+    axes = [(np.arange(int(round(length / spacing))) + 0.5) * spacing for length in L]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
+
+def test_occupied_volume_of_a_dense_bulk_is_the_box():
+    L = np.array([3.0, 3.0, 3.0])
+    pos = _lattice(L, 0.3)  # farthest point from a lattice site: 0.26 nm < REACH_NM
+    assert occupied_volume_nm3(pos, L, np.full(len(pos), 0.15), np.ones(len(pos), bool)) == pytest.approx(27.0)
+
+
+def test_occupied_volume_splits_at_the_power_plane():
+    L = np.array([0.6, 0.6, 1.2])
+    pos = _lattice(L, 0.3)
+    is_e = pos[:, 2] > 0.6  # upper half electrolyte, lower half framework: equal radii, midplanes z = 0 and 0.6
+    assert occupied_volume_nm3(pos, L, np.full(len(pos), 0.15), is_e, spacing_nm=0.05) == pytest.approx(0.216)
+    # a larger framework radius moves the plane into the electrolyte: |x-a|^2 - Ra^2 = |x-b|^2 - Rb^2
+    # between layers 0.3 nm apart shifts it by (Ra^2 - Rb^2) / (2 * 0.3) = 0.0292 nm on each face (to within
+    # half a grid spacing per face)
+    radii = np.where(is_e, 0.15, 0.2)
+    shift = (0.2**2 - 0.15**2) / 0.6
+    assert occupied_volume_nm3(pos, L, radii, is_e, spacing_nm=0.01) == pytest.approx(0.36 * (0.6 - 2 * shift),
+                                                                                      abs=0.36 * 0.01)
+
+
+def test_occupied_volume_stops_at_the_reach_in_an_empty_pore():
+    L = np.array([3.0, 3.0, 3.0])
+    v = occupied_volume_nm3([[1.5, 1.5, 1.5]], L, [0.12], [True], spacing_nm=0.02)
+    assert v == pytest.approx(4.0 / 3.0 * np.pi * REACH_NM**3, rel=0.01)
+
+
+def test_unknown_element_is_named():
     u, _ = _slab_box(n_gas=10, n_frames=1)
     u.atoms[0].element = "Xe"
     with pytest.raises(InputError, match="Xe"):
         ElectrolyteVolume(slab_atoms(u), u.select_atoms("resname GAS"))
 
 
-def test_film_shells_integrate_phi():
-    h = 2.0
-    e = np.linspace(0, 3.0, 31)
-    fine = np.linspace(0, 3.0, 30 * 2000 + 1)  # midpoint rule on 2000 sub-bins per bin
-    r = 0.5 * (fine[1:] + fine[:-1])
-    phi = np.where(r <= h, 1 - r / (2 * h), h / (2 * r))
-    numeric = (phi * 4 * np.pi * r**2 * np.diff(fine)).reshape(30, 2000).sum(axis=1)
-    assert film_shell_volumes_nm3(e, h) == pytest.approx(numeric, rel=1e-6)
-    assert film_shell_volumes_nm3(e, None) == pytest.approx(4 / 3 * np.pi * np.diff(e**3))
-
-
-def test_ideal_gas_outside_a_slab_has_g_one_with_the_electrolyte_volume():
+def test_ideal_gas_outside_a_slab_has_g_one_with_the_lateral_reference():
     u, _ = _slab_box()
     gas = u.select_atoms("resname GAS")
-    ev = ElectrolyteVolume(slab_atoms(u), gas)
     kw = dict(r_max_nm=0.8, bins=16, exclude_same=None)
-    with_e = RDF(gas, gas, electrolyte=ev, **kw).run()
+    lateral = RDF(gas, gas, normalisation="lateral", **kw).run()
     box = RDF(gas, gas, **kw).run()
-    tail = (with_e.results.bins_nm > 0.6) & (with_e.results.bins_nm < 0.8)
-    assert np.mean(with_e.results.rdf[tail]) == pytest.approx(1.0, abs=0.02)
-    assert np.all(np.abs(with_e.results.rdf[4:] - 1.0) < 0.04)
-    # box-volume normalisation: V_box / V_e times the film's shell fraction -- ~1.03 in 0.6-0.8 nm here
-    h = L_Z - (SLAB_Z[1] - SLAB_Z[0] + 2 * VDW_RADIUS_NM["C"])
-    e = box.results.edges_nm
-    expected = (L_Z / h) * film_shell_volumes_nm3(e, h) / film_shell_volumes_nm3(e, None)
-    assert np.mean(box.results.rdf[tail]) == pytest.approx(np.mean(expected[tail]), abs=0.02)
+    tail = (lateral.results.bins_nm > 0.6) & (lateral.results.bins_nm < 0.8)
+    assert np.mean(lateral.results.rdf[tail]) == pytest.approx(1.0, abs=0.02)
+    assert np.all(np.abs(lateral.results.rdf[4:] - 1.0) < 0.04)
+    # the box volume counts the slab as space the gas could be in: g ~1.03 and rising at 0.6-0.8 nm here
     assert np.mean(box.results.rdf[tail]) > 1.025
-    assert "electrolyte volume" in with_e.results.normalisation
-    assert with_e.results.normalisation_volume_nm3 == pytest.approx(L_XY**2 * h, rel=1e-5)
+    assert lateral.results.normalisation.startswith("lateral")
 
 
-def test_carrier_density_uses_the_electrolyte_volume():
+def test_lateral_reference_equals_the_volume_one_in_a_plain_box():
+    u, n_slab = _slab_box(n_gas=1500, n_frames=3, seed=5)
+    gas = u.select_atoms("resname GAS")
+    # fill the whole box uniformly (no slab region left empty): the two references must agree
+    rng = np.random.default_rng(1)
+    for ts in u.trajectory:
+        ts.positions[n_slab:] = rng.uniform(0, 1, (len(gas), 3)) * ts.dimensions[:3]
+    kw = dict(r_max_nm=1.0, bins=10, exclude_same=None)
+    lateral = RDF(gas, gas, normalisation="lateral", **kw).run()
+    volume = RDF(gas, gas, **kw).run()
+    assert lateral.results.rdf == pytest.approx(volume.results.rdf, rel=0.01)
+
+
+def test_lateral_reference_excludes_the_same_pairs_as_the_count():
+    u, _ = _slab_box(n_gas=400, n_frames=2)
+    gas = u.select_atoms("resname GAS")
+    with pytest.raises(ConfigError, match="normalisation"):
+        RDF(gas, gas, normalisation="film")
+    with pytest.raises(ConfigError, match="accessible_volume_nm3"):
+        RDF(gas, gas, normalisation="lateral", accessible_volume_nm3=10.0)
+    same = RDF(gas, gas, r_max_nm=0.8, bins=8, exclude_same="residue", normalisation="lateral")
+    with pytest.raises(InputError, match="no pairs left"):
+        same.run()  # one residue: every pair excluded, in the count and in the reference alike
+
+
+def test_carrier_density_uses_the_given_volume():
     from spemd.analysis.conductivity import Conductivity
 
     u, _ = _slab_box(n_gas=200, n_frames=30, seed=3)
     gas = u.select_atoms("resname GAS")
-    ev = ElectrolyteVolume(slab_atoms(u), gas)
     kw = dict(temperature_K=353.0, anion_compound="atoms")
-    with_e = Conductivity(gas[:100], gas[100:], electrolyte=ev, **kw).run()
+    with_e = Conductivity(gas[:100], gas[100:], carrier_volume_nm3=50.0, **kw).run()
     box = Conductivity(gas[:100], gas[100:], **kw).run()
-    h = L_Z - (SLAB_Z[1] - SLAB_Z[0] + 2 * VDW_RADIUS_NM["C"])
     ratio = with_e.results.nernst_einstein["sigma_S_per_cm"] / box.results.nernst_einstein["sigma_S_per_cm"]
-    assert ratio == pytest.approx(L_Z / h, rel=1e-6)  # 9.9 % more carriers per volume than the box suggests
-    assert with_e.results.nernst_einstein["volume_nm3"] == pytest.approx(L_XY**2 * h, rel=1e-5)
+    assert ratio == pytest.approx(L_XY**2 * L_Z / 50.0, rel=1e-6)
+    assert with_e.results.nernst_einstein["volume_nm3"] == pytest.approx(50.0)
 
 
 def test_additive_density_reference_for_a_salt_box():

@@ -33,7 +33,7 @@ def water(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slab(tmp_path_factory):
-    d = water_params(tmp_path_factory.mktemp("slab") / "params", slab_grid=3)
+    d = water_params(tmp_path_factory.mktemp("slab") / "params", slab_grid=3, height_nm=2.0)
     engine.minimise(d, PROTO, REF, d.parent / "min")
     return d
 

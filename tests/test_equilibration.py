@@ -94,7 +94,7 @@ def test_set_volume_scales_molecule_centres_z_only():
 
 @pytest.fixture(scope="module")
 def slab(tmp_path_factory):
-    d = water_params(tmp_path_factory.mktemp("slab") / "params", slab_grid=3)
+    d = water_params(tmp_path_factory.mktemp("slab") / "params", slab_grid=3, height_nm=2.0)
     engine.minimise(d, PROTO, REF, d.parent / "min")
     return d
 
@@ -118,12 +118,40 @@ def test_until_stage_extends_records_and_ends_at_the_window_mean_volume(slab, tm
     box = final.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
     assert abs(np.linalg.det(box)) == pytest.approx(eq["start_volume_for_next_stage_nm3"], rel=1e-5)
     assert np.diag(box)[:2] == pytest.approx([1.3, 1.3])  # z only with a slab
-    # the slab's two Cu layers 0.3 nm apart, each 2 x 0.14 nm (Cu radius) thick with a 0.02 nm gap between
-    # them: the electrolyte has the rest of the box height
-    ev = np.array([float(r["Electrolyte Volume (nm^3)"]) for r in rows])
-    lz = v / 1.3**2
-    assert ev == pytest.approx(1.3**2 * (lz - 0.56), rel=1e-4)
     meta = json.loads((slab / "forcefield.json").read_text())
     assert meta["has_mof_slab"]
-    e_rho, rho = (np.array([float(r[c]) for r in rows]) for c in ("Electrolyte Density (g/mL)", "Density (g/mL)"))
-    assert np.all(e_rho < rho * v / ev)  # the slab's mass is not the electrolyte's
+    assert "Electrolyte Volume (nm^3)" not in rows[-1]
+
+
+def test_electrolyte_column_of_a_slab_box_is_its_film_centre_density(slab, tmp_path):
+    """The reporter's electrolyte density, recomputed by hand: atoms beyond the two Cu layers' clearance."""
+    import openmm.app as app
+
+    from spemd.pipeline.reporters import StateCSVReporter
+    from spemd.slab import FILM_CENTRE_CLEARANCE_NM
+
+    top = app.PDBFile(str(slab / "topology.pdb")).topology
+    system = openmm.XmlSerializer.deserialize((slab / "system.xml").read_text())
+    state0 = openmm.XmlSerializer.deserialize((slab.parent / "min" / "state.xml").read_text())
+    sim = app.Simulation(top, system, openmm.LangevinMiddleIntegrator(300, 1, 0.002),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setState(state0)
+    rep = StateCSVReporter(tmp_path / "state.csv", 1, 1, system, top, 1e9 * unit.kilojoule_per_mole)
+    rep.describeNextReport(sim)
+    state = sim.context.getState(getEnergy=True, getPositions=True)
+    rep.report(sim, state)
+    rep.close()
+    row = _rows(tmp_path / "state.csv")[0]
+    pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    height = state.getPeriodicBoxVectors()[2][2].value_in_unit(unit.nanometer)
+    is_slab = np.array([a.residue.name == "CU" for a in top.atoms()])
+    zs = pos[is_slab, 2]
+    band = (zs.max() + FILM_CENTRE_CLEARANCE_NM, zs.min() + height - FILM_CENTRE_CLEARANCE_NM)
+    z = pos[~is_slab, 2]
+    z = np.where(z < zs.min(), z + height, z)  # the film runs from the upper Cu layer across z = height
+    inside = (z >= band[0]) & (z < band[1])
+    mass = sum(a.element.mass.value_in_unit(unit.dalton) for a, keep in zip(
+        [a for a in top.atoms() if a.residue.name != "CU"], inside) if keep)
+    expected = mass * 1.66053906660e-24 / (1.3**2 * (band[1] - band[0]) * 1e-21)
+    assert float(row["Electrolyte Density (g/mL)"]) == pytest.approx(expected, rel=1e-5)
+    assert 0.8 < expected < 1.2  # water's film centre

@@ -104,17 +104,20 @@ def test_default_run_outputs_are_sane(default_run):
             assert 0.0 < diff["beta"] < 0.9, (species, diff["beta"])
             assert diff["diffusive"] is False and diff["D_cm2_per_s"] is None, (species, diff)
             assert "no diffusive window" in diff["no_window_reason"]
-        # g(r) normalised by the electrolyte's own volume (box minus the slab): its tail tends to 1 in both
-        with open(run / f"{T}K" / "analysis" / "rdf_Na-O_ether.csv") as fh:
-            rows = list(csv.DictReader(fh))
-        g = np.array([float(r["g(r)"]) for r in rows])
-        tail = g[int(0.75 * len(g)):]
-        # plain box: exact. Slab box: measured 0.80-0.98, because 7-16 % of the electrolyte soaks into the
-        # slab's surface pores, outside the z-extent volume (issue 13, open); the whole-box volume would give
-        # ~1.8, which this bound still catches
-        assert abs(tail.mean() - 1.0) < (0.1 if system == "PEO" else 0.25), (system, tail.mean())
+        # g(r) of a plain box normalised by its volume, of a slab box by the lateral ideal gas (analysis/rdf.py):
+        # the tails (6-8 A) go to 1 in both; the whole-box volume would put the slab box's at ~1.8
+        for pair in ("Na-O_TFSI", "Na-O_ether"):
+            with open(run / f"{T}K" / "analysis" / f"rdf_{pair}.csv") as fh:
+                rows = list(csv.DictReader(fh))
+            r = np.array([float(row["r (nm)"]) for row in rows])
+            g = np.array([float(row["g(r)"]) for row in rows])
+            tail = g[(r > 0.6) & (r < 0.8)]
+            # PEO's box holds 40 TFSI oxygens and each Na+ keeps ~1.2 of them in its first shell, so the rest of
+            # its neighbourhood is short of them by ~3 % (finite-size depletion, measured tail 0.94)
+            bound = 0.1 if (system, pair) == ("PEO", "Na-O_TFSI") else 0.05
+            assert abs(tail.mean() - 1.0) < bound, (system, pair, tail.mean())
         assert transport["electrolyte"]["slab"] == (system == "CPE")
-        assert transport["electrolyte"]["density_g_cm3_mean"] > 1.0
+        assert transport["electrolyte"]["film_centre_density_g_cm3_mean"] > 1.0
         assert list((run / f"{T}K" / "analysis" / "figures").glob("*.png"))
 
     with open(default_run / "results" / "summary.csv") as fh:
@@ -131,20 +134,39 @@ def _npt_electrolyte_density(run, T):
 
 @pytest.mark.slow
 def test_default_boxes_built_at_density_and_npt_runs_until_plateau(default_run):
-    """The builder compresses to the target electrolyte density, the plain box starts within 5 % of its NPT
-    density, and the plateau-controlled NPT stage records its checks. (Issue 13's bar of CPE within 3 % of
-    PEO is not met: measured 1.23 vs 1.13 g/cm3, the pore effect above.)"""
+    """The builder compresses to the target density, both boxes start within 5 % of their NPT density, the
+    plateau-controlled NPT stage records its checks, and CPE's electrolyte (its film centre,
+    analysis/volume.py) ends the NPT stage near PEO's density.
+
+    Issue 13 asks for CPE within 3 % of PEO; measured on this 3.3 nm film: the film centre plateaus at
+    1.095-1.10 g/cm3 against PEO's 1.14 (-3.5 to -4 %), unchanged over 18 more ps of NPT, with an NPT
+    anneal or a 5x more frequent barostat. The bound here (6 %) still fails the old z-extent density
+    (+9 %) and the occupied-volume density (-15 %)."""
+    import MDAnalysis as mda
+
+    from spemd.analysis.volume import ElectrolyteVolume, slab_atoms
+
     T = f"{DEFAULT['temperatures_K'][0]:g}"
     target = DEFAULT["build"]["target_density_g_cm3"]
+    npt_mean = {}
     for system in ("PEO", "CPE"):
         run = default_run / "results" / system / "rep0"
         npt, d = _npt_electrolyte_density(run, T)
         assert d["column"] == "Electrolyte Density (g/mL)"
         built = json.loads((run / "build" / "composition.json").read_text())["electrolyte_density_g_cm3"]
         assert abs(built - target) < 1e-6 * target, (system, built)
-        if system == "PEO":
-            assert abs(built - d["mean"]) / d["mean"] < 0.05, (system, built, d["mean"])
+        u = mda.Universe(str(run / "build" / "box.pdb"))
+        slab = slab_atoms(u)
+        if slab is not None:  # the start on the NPT stage's own measure: the film centre of the built box
+            built = ElectrolyteVolume(slab, u.atoms - slab, max_volume_frames=1).run().results.mean_film_centre_density_g_cm3
+        assert abs(built - d["mean"]) / d["mean"] < 0.05, (system, built, d["mean"])
         eq = json.loads((run / f"{T}K" / "md" / npt["name"] / "done.json").read_text())["equilibration"]
         assert eq["checks"] and eq["stopped_at_ps"] <= npt["max_time_ps"] + 1e-9
+        npt_mean[system] = d["mean"]
+    assert abs(npt_mean["CPE"] - npt_mean["PEO"]) / npt_mean["PEO"] < 0.06, npt_mean
     transport = json.loads((default_run / "results" / "CPE" / "rep0" / f"{T}K" / "analysis" / "transport.json").read_text())
-    assert "electrolyte volume" in transport["rdf"]["Na-O_TFSI"]["normalisation"]
+    assert transport["rdf"]["Na-O_TFSI"]["normalisation"].startswith("lateral")
+    # the carrier volume is the electrolyte's occupied volume, not the box's
+    e = transport["electrolyte"]
+    assert 0.3 * transport["mean_volume_nm3"] < e["volume_nm3_mean"] < 0.9 * transport["mean_volume_nm3"]
+    assert transport["conductivity"]["charge_scale"] and e["method"].startswith("occupied volume")
