@@ -16,7 +16,30 @@ same positions. Correctness check, printed: energy of project vs tables with the
 back (same pairs, same long-range correction) agrees to 1e-3 kJ/mol, and the forces on the mobile
 atoms of the project System itself agree with the tables to 1e-3 relative.
 
-    python benchmarks/lj_forms.py --platform CPU --threads 1 --steps 200 [--npt] [--out lj_forms.json]
+Where the project's time goes (CPU only, printed per box): forces-only evaluation at fixed positions
+(no neighbour-list rebuild) of one force group at a time: the project's LJGeometric force, the same
+pairs with the cheapest possible CustomNonbondedForce (energy 'r', no per-particle parameters, no
+long-range correction: the per-pair cost floor of OpenMM's CPU CustomNonbondedForce), and the
+reference's whole NonbondedForce (PME Coulomb + LB LJ). 'floor bound' is project/nb_lb with
+LJGeometric replaced by that floor: the best ratio any exact-geometric CustomNonbondedForce can reach.
+
+What was tried against the gap to nb_lb (OpenMM 8.6.1, 2-core CPU, 1 thread; benchmarks/results/):
+  * expression form: a1*a2/r^12 - b1*b2/r^6, (a1*a2*ir6 - b1*b2)*ir6 with ir6 = 1/r^6, = ir2^3 or
+    = 1/(r2^3): all within noise (9.1-9.7 ms kernel, PEO); even 'r' with no parameters costs 8.9 ms
+    against 9.6 ms for LJGeometric, so the kernel time is OpenMM's per-pair overhead (shared padded
+    neighbour list, ~290k pairs for PEO), not the arithmetic;
+  * long-range correction off, CMMotionRemover off, the pair-correction force off: within noise
+    (ms/step 14.7 / 14.5 / 15.2 vs 14.5). The CPU platform computes the LRC coefficient once per
+    Context (again only when a global parameter changes), not per barostat move;
+  * LJ inside NonbondedForce: exact only where sigma_i = sigma_j (LB == geometric); a sum of
+    NonbondedForces cannot give a1*a2/r^12 - b1*b2/r^6 for unequal sigmas (each adds a rank-one
+    c_i*c_j term per power with one sigma per particle), and any correction for the other pairs is
+    again a CustomNonbondedForce over all pairs (same floor). AmoebaVdwForce (geometric, LJ) runs
+    on the Reference kernel on CPU: 18.4 ms for the same pairs, slower;
+  * skipping MOF-MOF pairs: interaction groups enumerate every listed pair without a neighbour list
+    (61.9 ms/step), exclusions must also be NonbondedForce exceptions (128.7 ms/step).
+
+    python benchmarks/lj_forms.py --platform CPU --threads 1 --steps 200 [--npt] [--cache DIR] [--out lj_forms.json]
 """
 
 from __future__ import annotations
@@ -24,6 +47,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +70,14 @@ TEMPERATURE_K = 353.0
 TIMESTEP_FS = 2.0  # not the production 4 fs: raw packed boxes after 0.2 ps relaxation occasionally blow up at 4 fs; ms/step barely depends on it
 BAROSTAT_INTERVAL = 25
 LJ_NAMES = ("LJGeometric", "LJPairOverrides")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
 
 
 def _without_lj(system: openmm.System) -> openmm.System:
@@ -149,20 +183,68 @@ def energy_forces(system, xyz, box, platform, props):
     return st.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
 
 
-def ms_per_step(system, xyz, box, platform, props, steps, npt, repeats=2) -> float:
-    ctx, integ = _context(system, xyz, box, platform, props, npt)
-    integ.step(10)  # warm-up: neighbour lists, caches, kernel compilation
-    ctx.getState(getEnergy=True)
-    best = math.inf
+def ms_per_step(forms: dict, xyz, box, platform, props, steps, npt, repeats=3) -> dict:
+    """ms/step of every System in `forms`, median of `repeats` rounds that visit the forms in turn.
+
+    Interleaved (tables, project, nb_lb, tables, ...) so that a change in the load of a shared machine
+    hits all forms alike; CPU: process time of this process (all its threads), which other jobs do not
+    inflate as much as wall time; GPU: wall time (the host thread mostly waits).
+    """
+    clock = time.process_time if platform.getName() == "CPU" else time.perf_counter
+    ctxs = {}
+    for key, system in forms.items():
+        ctx, integ = _context(system, xyz, box, platform, props, npt)
+        integ.step(10)  # warm-up: neighbour lists, caches, kernel compilation
+        ctx.getState(getEnergy=True)
+        ctxs[key] = (ctx, integ)
+    times = {key: [] for key in forms}
     for _ in range(repeats):
-        # CPU: process time of this process (all its threads), which the other jobs of a shared
-        # machine do not inflate; GPU: wall time (the host thread mostly waits)
-        clock = time.process_time if platform.getName() == "CPU" else time.perf_counter
-        t0 = clock()
-        integ.step(steps)
-        ctx.getState(getPositions=True)  # waits for a GPU to finish
-        best = min(best, (clock() - t0) / steps * 1e3)
-    return best
+        for key, (ctx, integ) in ctxs.items():
+            t0 = clock()
+            integ.step(steps)
+            ctx.getState(getPositions=True)  # waits for a GPU to finish
+            times[key].append((clock() - t0) / steps * 1e3)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def kernel_ms(system, info, xyz, box, platform, props, n=30, repeats=5) -> dict:
+    """Forces-only ms per evaluation of single force groups at fixed positions (module doc)."""
+    s = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    for f in s.getForces():
+        f.setForceGroup(0)
+    lj = next(f for f in s.getForces() if f.getName() == "LJGeometric")
+    lj.setForceGroup(1)
+    floor = openmm.CustomNonbondedForce("r")
+    for _ in range(lj.getNumParticles()):
+        floor.addParticle([])
+    for x in range(lj.getNumExclusions()):
+        floor.addExclusion(*lj.getExclusionParticles(x))
+    floor.setNonbondedMethod(lj.getNonbondedMethod())
+    floor.setCutoffDistance(lj.getCutoffDistance())
+    floor.setForceGroup(2)
+    s.addForce(floor)
+    ref = nb_lb_form(system, info)
+    for f in ref.getForces():
+        f.setForceGroup(1 if isinstance(f, openmm.NonbondedForce) else 0)
+    ctxs = {}
+    for key, sys_ in (("project", s), ("ref", ref)):
+        ctx = openmm.Context(sys_, openmm.VerletIntegrator(0.001), platform, props)
+        ctx.setPeriodicBoxVectors(*box)
+        ctx.setPositions(xyz)
+        ctx.getState(getForces=True)
+        ctxs[key] = ctx
+    jobs = {"lj_geometric": ("project", 1 << 1), "custom_floor": ("project", 1 << 2), "nb_lb_nonbonded": ("ref", 1 << 1),
+            "getstate_overhead": ("project", 1 << 3)}  # an empty group: the cost of the call itself
+    times = {k: [] for k in jobs}
+    clock = time.process_time if platform.getName() == "CPU" else time.perf_counter
+    for _ in range(repeats):
+        for k, (c, groups) in jobs.items():
+            t0 = clock()
+            for _ in range(n):
+                ctxs[c].getState(getForces=True, groups=groups)
+            times[k].append((clock() - t0) / n * 1e3)
+    over = statistics.median(times.pop("getstate_overhead"))
+    return {k: max(0.0, statistics.median(v) - over) for k, v in times.items()}
 
 
 def prepare(name: str, cfg: dict, work: Path, platform, props):
@@ -184,6 +266,23 @@ def prepare(name: str, cfg: dict, work: Path, platform, props):
     return system, info, st.getPositions(asNumpy=True), st.getPeriodicBoxVectors()
 
 
+def prepare_cached(name, cfg, cache, work, platform, props):
+    """prepare(), or its result from `cache` (written there the first time)."""
+    if cache is None:
+        return prepare(name, cfg, work, platform, props)
+    xml, pkl = cache / f"{name}.xml", cache / f"{name}.pkl"
+    if not (xml.is_file() and pkl.is_file()):
+        cache.mkdir(parents=True, exist_ok=True)
+        system, info, xyz, box = prepare(name, cfg, work, platform, props)
+        xml.write_text(openmm.XmlSerializer.serialize(system))
+        with open(pkl, "wb") as fh:
+            pickle.dump({"info": info, "xyz": xyz.value_in_unit(u.nanometer),
+                         "box": [v.value_in_unit(u.nanometer) for v in box]}, fh)
+    with open(pkl, "rb") as fh:
+        d = pickle.load(fh)
+    return openmm.XmlSerializer.deserialize(xml.read_text()), d["info"], d["xyz"] * u.nanometer, [v * u.nanometer for v in d["box"]]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/config.yaml")
@@ -191,9 +290,12 @@ def main(argv=None) -> int:
     ap.add_argument("--platform", default="CPU", choices=["CPU", "CUDA", "OpenCL", "Reference"])
     ap.add_argument("--threads", type=int, default=1, help="CPU threads")
     ap.add_argument("--precision", default="mixed", choices=["mixed", "single", "double"])
-    ap.add_argument("--steps", type=int, default=200, help="timed steps per repeat (best of 2)")
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
     ap.add_argument("--npt", action="store_true", help=f"add a MonteCarloBarostat (every {BAROSTAT_INTERVAL} steps)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--cache", default=None, help="folder to keep the built, relaxed boxes in between runs "
+                    "(same files as benchmarks/md_threads.py --cache)")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -204,13 +306,15 @@ def main(argv=None) -> int:
         props = {"Precision": args.precision}
     check_props = {"Threads": "1"} if args.platform == "CPU" else props
     results = {"platform": args.platform, "properties": props, "openmm": openmm.__version__, "npt": args.npt,
+               "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "load_average_at_start": os.getloadavg()[0],
                "timestep_fs": TIMESTEP_FS, "systems": {}}
+    print(f"{os.cpu_count()} CPUs ({results['cpu_model']}), load average {os.getloadavg()[0]:.2f} at start")
     print(f"OpenMM {openmm.__version__} on {args.platform} {props}, {'NPT' if args.npt else 'NVT'}, {TIMESTEP_FS} fs, "
-          f"ms/step = best of 2 x {args.steps} steps ({'process CPU time' if args.platform == 'CPU' else 'wall time'})")
+          f"ms/step = median of {args.repeats} interleaved x {args.steps} steps ({'process CPU time' if args.platform == 'CPU' else 'wall time'})")
     print(f"{'system':8} {'atoms':>6} {'tables':>9} {'project':>9} {'nb_lb':>9} {'tables/project':>15} {'project/nb_lb':>14}  check")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.systems or list(cfg["systems"]):
-            system, info, xyz, box = prepare(name, cfg, Path(tmp), platform, check_props)
+            system, info, xyz, box = prepare_cached(name, cfg, Path(args.cache) if args.cache else None, Path(tmp), platform, check_props)
             tables = table_form(system, info, ff_cfg)
             ref = nb_lb_form(system, info)
             # correctness: same pairs -> same energy; project System -> same forces on mobile atoms
@@ -221,17 +325,27 @@ def main(argv=None) -> int:
             mobile[info["mof_atom_indices"]] = False
             df = np.abs(f_proj[mobile] - f_tab[mobile]).max() / np.abs(f_tab[mobile]).max()
             de = e_full - e_tab
-            ms = {k: ms_per_step(s, xyz, box, platform, props, args.steps, args.npt)
-                  for k, s in (("tables", tables), ("project", system), ("nb_lb", ref))}
+            ms = ms_per_step({"tables": tables, "project": system, "nb_lb": ref}, xyz, box, platform, props,
+                             args.steps, args.npt, args.repeats)
             ok = abs(de) <= 1e-3 and df <= 1e-3
             row = {"atoms": system.getNumParticles(), "mof_atoms": len(info["mof_atom_indices"]), "ms_per_step": ms,
                    "tables_over_project": ms["tables"] / ms["project"], "project_over_nb_lb": ms["project"] / ms["nb_lb"],
                    "energy_project_with_mof_pairs_minus_tables_kj_mol": de, "energy_tables_kj_mol": e_tab,
                    "max_force_diff_mobile_rel": float(df), "agree": bool(ok)}
+            if args.platform == "CPU":
+                k = kernel_ms(system, info, xyz, box, platform, props)
+                bound = (ms["project"] - k["lj_geometric"] + k["custom_floor"]) / ms["nb_lb"]
+                row["kernel_ms"] = k
+                row["floor_bound_project_over_nb_lb"] = bound
             results["systems"][name] = row
             print(f"{name:8} {row['atoms']:6d} {ms['tables']:9.2f} {ms['project']:9.2f} {ms['nb_lb']:9.2f} "
                   f"{row['tables_over_project']:15.2f} {row['project_over_nb_lb']:14.2f}  "
                   f"dE={de:+.1e} kJ/mol dF={df:.1e} {'OK' if ok else 'MISMATCH'}", flush=True)
+            if "kernel_ms" in row:
+                k = row["kernel_ms"]
+                print(f"{'':8} forces only, ms: LJGeometric {k['lj_geometric']:.2f}, CustomNonbondedForce 'r' floor "
+                      f"{k['custom_floor']:.2f}, reference NonbondedForce {k['nb_lb_nonbonded']:.2f}; floor bound "
+                      f"project/nb_lb >= {row['floor_bound_project_over_nb_lb']:.2f}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0 if all(r["agree"] for r in results["systems"].values()) else 1

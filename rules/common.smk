@@ -1,10 +1,13 @@
 # Config loading, validation and input functions shared by all rule files.
 import json
+import os
 import sys
+import time
 
 from spemd.config import validate_config
 from spemd.pipeline.gpus import count_gpus
 from spemd.errors import ConfigError
+from snakemake.exceptions import WorkflowError
 
 
 try:
@@ -38,6 +41,59 @@ def previous_state(wildcards):
     index = STAGES.index(wildcards.stage)
     previous = "minimise" if index == 0 else STAGES[index - 1]
     return f"results/{wildcards.system}/rep{wildcards.replica}/{wildcards.T}K/md/{previous}/done.json"
+
+
+PROC_STAT = os.path.join(os.sep, "proc", "stat")  # the kernel's CPU counters (not a data path: no lint)
+
+
+def idle_cpus(interval_s=0.25):
+    """CPUs idle right now (Linux /proc/stat over `interval_s`); None where that cannot be read."""
+    def sample():
+        with open(PROC_STAT) as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait, total (without guest time)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval_s)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
+
+
+def md_threads(wildcards):
+    """Threads of an MD job (minimise, md_stage): its share of the cores among the unfinished simulations.
+
+    Snakemake evaluates a callable `threads` when it schedules the job (once its inputs exist), so
+    while the default run's two simulations (PEO, CPE) both run each job gets cores // 2, and once one
+    has its production done.json the next stages of the other get all the cores. A share above one
+    thread is capped at 1 + the CPUs idle at that moment (idle_cpus): on a machine that other users keep
+    busy a second OpenMM thread is slower than one (benchmarks/results/md_threads_*.txt), so the last
+    simulation takes only cores that are really free. SPEMD_MD_THREADS_IDLE_CAP=0 turns the cap off.
+    Under --forcerun every production done.json exists, so every MD job gets all the cores and they
+    run one after the other. Profiles override all this with set-threads (GPU jobs: 1 thread).
+    """
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores (a cluster executor without set-threads): one thread
+        return 1
+    if not isinstance(cores, int) or cores < 1 or cores > 4096:
+        return 1
+    unfinished = sum(
+        not os.path.exists(f"results/{s}/rep{r}/{t}K/md/{PRODUCTION}/done.json")
+        for s in SYSTEMS
+        for r in REPLICAS
+        for t in TEMPERATURES
+    )
+    share = max(1, cores // max(1, unfinished))
+    if share > 1 and os.environ.get("SPEMD_MD_THREADS_IDLE_CAP", "1") != "0":
+        idle = idle_cpus()
+        if idle is not None:
+            share = max(1, min(share, 1 + int(idle + 0.5)))
+    return share
 
 
 def all_analysis_outputs():

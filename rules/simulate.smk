@@ -1,6 +1,8 @@
 # Minimisation and the protocol's MD stages. Only done.json is declared as output: a stage that stops
 # before its wall-time limit (exit 75) keeps its checkpoint and partial trajectory, and the retry
-# resumes it. GPU and thread requests come from the profile (set-resources / set-threads).
+# resumes it. GPU and thread requests come from the profile (set-resources / set-threads); without a
+# profile, MD jobs share the cores among the unfinished simulations (md_threads, rules/common.smk), and
+# OpenMM's CPU platform uses exactly the threads Snakemake gives the job.
 
 
 rule minimise:
@@ -12,7 +14,7 @@ rule minimise:
         cfg=lambda w: sections("protocol", "platform"),
         params_dir=lambda w, input: os.path.dirname(input.system),
         out=lambda w, output: os.path.dirname(output.done),
-    threads: 1
+    threads: md_threads
     log:
         "logs/minimise/{system}_rep{replica}_{T}K.log",
     shell:
@@ -31,7 +33,7 @@ rule md_stage:
         params_dir=lambda w, input: os.path.dirname(input.system),
         start=lambda w, input: os.path.join(os.path.dirname(input.start), "state.xml"),
         out=lambda w, output: os.path.dirname(output.done),
-    threads: 1
+    threads: md_threads
     log:
         "logs/md/{system}_rep{replica}_{T}K_{stage}.log",
     shell:
