@@ -61,6 +61,7 @@ T_30C_K = 303.15
 DENSITY_COLUMN = "Density (g/mL)"
 # the electrolyte alone (box minus a MOF slab; pipeline.reporters), preferred where state.csv has it
 ELECTROLYTE_DENSITY_COLUMN = "Electrolyte Density (g/mL)"
+STEP_COLUMN = "Step"
 TIME_COLUMN = "Time (ps)"
 TARGET_WT = 10.0
 
@@ -137,10 +138,14 @@ def _read_csv_columns(path: Path) -> dict[str, np.ndarray]:
     return {h: data[:, i] for i, h in enumerate(header)}
 
 
-def npt_density(state_csv, n_blocks: int = 5) -> dict:
+def npt_density(state_csv, n_blocks: int = 5, max_step: int | None = None) -> dict:
     """Mean density (g/cm^3) over the second half of an NPT stage's state.csv, sigma from `n_blocks` blocks,
-    and whether it has stopped drifting there (:func:`density_drift`)."""
+    and whether it has stopped drifting there (:func:`density_drift`). `max_step`: only the rows up to
+    that step (the stage as it was then)."""
     cols = _read_csv_columns(Path(state_csv))
+    if max_step is not None and STEP_COLUMN in cols:
+        keep = cols[STEP_COLUMN] <= max_step
+        cols = {k: v[keep] for k, v in cols.items()}
     column = ELECTROLYTE_DENSITY_COLUMN if ELECTROLYTE_DENSITY_COLUMN in cols else DENSITY_COLUMN
     if column not in cols:
         raise InputError(f"{state_csv}: no column {DENSITY_COLUMN!r}; columns: {', '.join(cols)}")

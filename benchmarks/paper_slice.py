@@ -56,8 +56,11 @@ def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0, leng
 
 
 def run_system(params: Path, out: Path, config: dict, temperature_K: float, budget_s: float,
-               production_ps: float, frame_ps: float, scale: float = 1.0, lengths_ps: dict | None = None) -> dict:
+               production_ps: float, frame_ps: float, scale: float = 1.0, lengths_ps: dict | None = None,
+               minimise_iterations: int | None = None) -> dict:
     protocol = {**config["protocol"], "checkpoint_minutes": 2.0}
+    if minimise_iterations is not None:
+        protocol["minimise_max_iterations"] = int(minimise_iterations)
     platform = config["platform"]
     t0 = time.perf_counter()
     summary = {"system": params.name, "stages": {}}
@@ -90,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stage-scale", type=float, default=1.0, help="factor on the lengths of the stages before production")
     ap.add_argument("--stage-ps", nargs="*", default=[], metavar="STAGE=PS",
                     help="length of single stages before production, e.g. cool=6 equilibrate=12")
+    ap.add_argument("--minimise-iterations", type=int, default=None,
+                    help="cap on the minimiser's iterations (default: the config's protocol.minimise_max_iterations)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     names = [s["name"] for s in slice_stages(1.0, 1.0)][:-1]
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
     results = []
     for params in map(Path, args.params):
         results.append(run_system(params, out / params.name, config, args.temperature, args.budget_s,
-                                  args.production_ps, args.frame_ps, args.stage_scale, lengths))
+                                  args.production_ps, args.frame_ps, args.stage_scale, lengths,
+                                  args.minimise_iterations))
         print(json.dumps(results[-1]), flush=True)
     (out / "slice_summary.json").write_text(json.dumps(results, indent=2))
     return 0

@@ -579,7 +579,10 @@ def run_stage(
                     f"{plan['dt_fs']:g}; resume with the same time step or delete the stage folder to restart the stage"
                 )
             if plateau is not None and n_steps < resumed_from <= plateau.max_steps:
-                n_steps = resumed_from  # an extended until-stage: the plateau test decides again from here
+                # an extended until-stage: earlier checks redone from state.csv, on to this chunk's end
+                if csv_path.is_file():
+                    truncate_state_csv(csv_path, resumed_from)
+                n_steps = plateau.resume(resumed_from)
             if resumed_from > n_steps:
                 raise SimulationError(
                     f"stage {name}: {ckpt_path} is at step {resumed_from}, beyond the stage's {n_steps} steps; "

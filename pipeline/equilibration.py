@@ -57,17 +57,25 @@ class DensityPlateau:
         self.checks: list[dict] = []
         self.converged = False
 
+    def _check(self, step: int) -> dict:
+        d = npt_density(self.state_csv, max_step=step)
+        drift = d["drift"]
+        return {"time_ps": step * self.dt_fs / 1000.0, "density_g_cm3": d["mean"],
+                "drift_percent": drift.get("drift_percent"), "verdict": drift.get("verdict"), "column": d["column"]}
+
     def next_end(self, step: int) -> int | None:
         """The step to run to next, or None when the stage is done (converged or at max_time_ps)."""
-        d = npt_density(self.state_csv)
-        drift = d["drift"]
-        self.checks.append({"time_ps": step * self.dt_fs / 1000.0, "density_g_cm3": d["mean"],
-                            "drift_percent": drift.get("drift_percent"), "verdict": drift.get("verdict"),
-                            "column": d["column"]})
-        self.converged = drift.get("verdict") == "yes"
+        self.checks.append(self._check(step))
+        self.converged = self.checks[-1]["verdict"] == "yes"
         if self.converged or step + self.chunk > self.max_steps:
             return None
         return step + self.chunk
+
+    def resume(self, step: int) -> int:
+        """Resuming at `step` (state.csv truncated to it): redo the checks of the chunk ends before it, from
+        state.csv's rows up to each, and return the chunk end to run to -- as the run would have gone on."""
+        self.checks = [self._check(end) for end in range(self.chunk, step, self.chunk)]
+        return min(-(-step // self.chunk) * self.chunk, self.max_steps) if step > 0 else self.chunk
 
     def window_mean_volume_nm3(self) -> float:
         """Mean box volume over the second half of state.csv: the window the plateau test averaged."""

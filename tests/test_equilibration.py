@@ -70,6 +70,23 @@ def test_plateau_decision_uses_the_electrolyte_density_and_the_study_test(tmp_pa
     assert rec["start_volume_for_next_stage_nm3"] == pytest.approx(10.0 / 1.1, rel=1e-3)
 
 
+def test_resumed_until_stage_redoes_its_earlier_checks_and_runs_to_the_chunk_end(tmp_path):
+    """A stage stopped mid-chunk (exit 75) and resumed keeps the checks it made and decides where the
+    uninterrupted run would have: at the end of the chunk it was in."""
+    path = tmp_path / "state.csv"
+    stage = {"until": "density_plateau", "max_time_ps": 0.06}
+    rng = np.random.default_rng(2)
+    _state_csv(path, np.linspace(1.0, 1.2, 60) + 1e-4 * rng.standard_normal(60))  # drifting throughout
+    straight = DensityPlateau(stage, chunk_steps=10, dt_fs=1.0, unit_steps=5, state_csv=path)
+    assert [straight.next_end(e) for e in (10, 20, 30)] == [20, 30, 40]
+    resumed = DensityPlateau(stage, chunk_steps=10, dt_fs=1.0, unit_steps=5, state_csv=path)
+    assert resumed.resume(35) == 40
+    assert resumed.checks == straight.checks  # each from the rows up to its own step, not the whole file
+    assert straight.checks[0]["density_g_cm3"] != straight.checks[2]["density_g_cm3"]
+    at_end = DensityPlateau(stage, chunk_steps=10, dt_fs=1.0, unit_steps=5, state_csv=path)
+    assert at_end.resume(30) == 30 and at_end.checks == straight.checks[:2]  # the check at 30 is the run's own
+
+
 def test_set_volume_scales_molecule_centres_z_only():
     system = openmm.System()
     for _ in range(4):
