@@ -50,6 +50,8 @@ def add_analyse_parser(subparsers):
             s.add_argument("--exclude-same", choices=("none", "residue"), default="residue")
             s.add_argument("--accessible-volume-nm3", type=float, default=None,
                            help="normalise g(r) by this volume instead of the box volume")
+            s.add_argument("--normalisation", choices=("volume", "lateral"), default="volume",
+                           help="'lateral' for a slab box: an ideal gas at each atom's own height (analysis/rdf.py)")
         else:
             s.add_argument("--fit-start-fraction", type=float, default=0.1)
             s.add_argument("--fit-end-fraction", type=float, default=0.5)
@@ -92,7 +94,7 @@ def run(args) -> int:
         g2 = select(u, args.select2, "--select2") if args.select2 else g1
         r = RDF(g1, g2, r_max_nm=args.r_max_nm, bins=args.bins,
                 exclude_same=None if args.exclude_same == "none" else "residue",
-                accessible_volume_nm3=args.accessible_volume_nm3).run(**run_kw)
+                accessible_volume_nm3=args.accessible_volume_nm3, normalisation=args.normalisation).run(**run_kw)
         res = r.results
         write_text_atomic(out / "rdf.csv", _csv(["r (nm)", "g(r)", "n(r)"], res.bins_nm, res.rdf, res.cn))
         record.update({"normalisation": res.normalisation, "peaks_A": list(nm_to_angstrom(np.asarray(res.peaks_nm))),

@@ -24,6 +24,12 @@ def test_rdf_msd_conductivity_subcommands(tmp_path):
     rec = json.loads((tmp_path / "rdf" / "rdf.json").read_text())
     assert rec["peaks_A"][0] == pytest.approx(2.3, abs=0.11)
     assert (tmp_path / "rdf" / "figures" / "rdf.svg").exists()
+    # a plain box: the lateral reference is the volume one in expectation (same first peak, tail near it)
+    a = _parse(["analyse", "rdf", *COMMON, "--select", "resname NA", "--select2", "resname TFS and name O*",
+                "--bins", "50", "--normalisation", "lateral", "--out", str(tmp_path / "rdf_lateral")])
+    assert a.func(a) == 0
+    lateral = json.loads((tmp_path / "rdf_lateral" / "rdf.json").read_text())
+    assert lateral["normalisation"].startswith("lateral") and lateral["peaks_A"][0] == rec["peaks_A"][0]
     a = _parse(["analyse", "msd", *COMMON, "--select", "resname NA", "--dt-ps", "2.0", "--out", str(tmp_path / "msd")])
     a.func(a)
     rec = json.loads((tmp_path / "msd" / "msd.json").read_text())
