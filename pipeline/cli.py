@@ -107,10 +107,14 @@ def cmd_calibrate(args):
     config = _config(args)
     record = calibrate(args.metal, config.get("forcefield", {}), config.get("calibration", {}), Path(args.out))
     param = record["fitted_parameter"]
-    pairs = ", ".join(f"{el}-O sigma {p['sigma_nm']:.4g} nm epsilon {p['epsilon_kj_mol']:.4g} kJ/mol" for el, p in record["fitted"].items())
+    def term(el, p):
+        c4 = f" C4 {p['c4_kJ_nm4_per_mol']:.4g} kJ nm^4/mol" if p.get("c4_kJ_nm4_per_mol") else ""
+        return f"{el}-O sigma {p['sigma_nm']:.4g} nm epsilon {p['epsilon_kj_mol']:.4g} kJ/mol{c4}"
+
+    pairs = ", ".join(term(el, p) for el, p in record["fitted"].items())
     print(
-        f"{args.metal}: fitted {param}: {pairs} gives E_ads {record['achieved_eV']:.4f} eV "
-        f"(target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
+        f"{args.metal}: fitted {param}: {pairs} gives E_ads {record['achieved_eV']:.4f} eV from {record['n_starts']} "
+        f"starts (target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
     )
 
 

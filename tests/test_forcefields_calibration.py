@@ -1,9 +1,14 @@
-"""Metal-O(TFSI) calibration against adsorption energies (forcefields/calibration.py, spemd calibrate)."""
+"""Metal-O(TFSI) calibration against adsorption energies (forcefields/calibration.py, spemd calibrate).
+
+Fast tests: each minimises a handful of poses (seeds) instead of the full systematic start set; the
+fitted energies are re-evaluated from the best start recorded in docs/calibration/<model>.json.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -20,32 +25,162 @@ from spemd.systems import molecules
 from spemd.systems.build import _append
 
 FF = {"charge_scale": 0.8}
-FAST = {"n_orientations": 1}  # one start per site keeps each E_ads at a few seconds on 2 cores
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "calibration"
 
 
-def test_uncalibrated_fe_adsorption_is_binding_and_finite():
-    d = cal.adsorption_energy_details("Fe", FF, **FAST)
-    assert math.isfinite(d["e_ads_kj_mol"]) and d["e_ads_kj_mol"] < 0
-    assert d["e_ads_eV"] == pytest.approx(d["e_ads_kj_mol"] / KJ_PER_MOL_PER_EV)
-    assert d["bound_nm"] == pytest.approx(cal.BOUND_SIGMA_FACTOR * math.sqrt(0.2594 * 0.315))  # geometric sigma
-    assert d["best_pose"]["bound"] and d["best_pose"]["o_metal_distance_nm"] <= d["bound_nm"]
-    assert d["far_clearance_nm"] >= cal.FAR_CLEARANCE_NM
-    assert d["box_nm"][2] - d["slab_thickness_nm"] >= cal.MIN_VACUUM_NM
-    # the default (geometric) pair was used: no override applied
-    assert d["metal_o_tfsi"] == {}
+def _dihedral(p0, p1, p2, p3):
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1 = b1 / np.linalg.norm(b1)
+    v, w = b0 - np.dot(b0, b1) * b1, b2 - np.dot(b2, b1) * b1
+    return math.degrees(math.atan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
 
 
-def test_larger_sigma_binds_less_strongly_along_the_followed_pose():
-    # the fitted parameter: a larger metal-O(TFSI) sigma holds the O further out (weaker Coulomb pull)
-    start = cal.adsorption_energy_details("Fe", FF, cal.pair_overrides("Fe", sigma_nm=0.30), **FAST)
-    pose, e, dist = start["best_tfsi_nm"], [start["e_ads_kj_mol"]], [start["best_pose"]["o_metal_distance_nm"]]
-    for sigma in (0.34, 0.38):
-        r = cal._followed_energy("Fe", FF, cal.pair_overrides("Fe", sigma_nm=sigma), pose, vacuum_nm=cal.VACUUM_NM, platform="CPU")
-        pose = r["tfsi_nm"]
-        e.append(r["e_ads_kj_mol"])
-        dist.append(r["o_metal_distance_nm"])
-        assert r["bound"]
-    assert e[0] < e[1] < e[2] and dist[0] < dist[1] < dist[2]
+def test_systematic_starts_are_deterministic_and_put_an_o_on_the_site():
+    model = cal._model("Fe", cal.VACUUM_NM)
+    starts = cal._bound_starts(model)
+    again = cal._bound_starts(model)
+    labels = [label for _, label, _ in starts]
+    assert len(set(labels)) == len(labels) == len(again)
+    full = len(model.sites) * len(cal.CONFORMERS) * len(cal.BINDING_OXYGENS) * len(cal.BOND_DIRECTIONS_DEG) * cal.N_ROTATIONS
+    assert len(starts) == 87 < full == 120  # 33 clashing starts dropped (measured)
+    names = model.tfsi_names
+    for (site, label, xyz), (_, _, xyz2) in zip(starts, again):
+        assert np.array_equal(xyz, xyz2)
+        o = label.split("/")[2]
+        assert np.linalg.norm(xyz[names.index(o)] - site.position_nm) < 1e-9
+        others = [i for i, n in enumerate(names) if n != o]
+        assert cal._min_distance_to_slab(model, xyz[others]) >= cal.CLASH_NM
+    # both conformers: trans (the C2 template, C-S...S-C ~170 deg) and cis (~0 deg)
+    idx = [names.index(a) for a in ("C1", "S1", "S2", "C2")]
+    assert abs(_dihedral(*cal._conformer(model, "trans")[idx])) > 150
+    assert abs(_dihedral(*cal._conformer(model, "cis")[idx])) < 30
+    FeNi = cal._model("FeNi", cal.VACUUM_NM)
+    assert sorted(s.element for s in FeNi.sites) == ["Fe", "Ni"]
+
+
+def _seed(metal: str, k: int = 0) -> dict:
+    _, label, xyz = cal._bound_starts(cal._model(metal, cal.VACUUM_NM))[k]
+    return {"label": label, "tfsi_nm": xyz}
+
+
+def test_preconditioned_minimiser_goes_below_openmm_and_is_reproducible():
+    """OpenMM's LocalEnergyMinimizer stalls on the anion's soft modes (module doc); the preconditioned
+    L-BFGS goes further (measured on this start: -4101.81 vs -4079.24 kJ/mol) and is bitwise reproducible."""
+    setup = cal._setup("Fe", FF, None, cal.VACUUM_NM, "CPU")
+    xyz = np.vstack([setup.model.slab_nm, _seed("Fe", 1)["tfsi_nm"]])
+    platform, props = cal._platform("CPU")
+    ctx = openmm.Context(setup.system, openmm.VerletIntegrator(0.001), platform, props)
+    ctx.setPositions(xyz * u.nanometer)
+    openmm.LocalEnergyMinimizer.minimize(ctx, 0.5, 0)
+    e_openmm = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    e1, pos1 = cal._minimised_energy(setup.system, xyz, "CPU")
+    assert e1 < e_openmm - 1.0, (e1, e_openmm)
+    assert np.array_equal(pos1[: setup.model.n_slab], setup.model.slab_nm)  # the slab is rigid
+    assert cal._minimised_energy(setup.system, xyz, "CPU")[0] == e1  # bitwise reproducible
+
+
+def test_best_pose_is_the_lowest_bound_start_and_seeds_are_starts():
+    seeds = [_seed("Fe", k) for k in (0, 5)]
+    d = cal.adsorption_energy_details("Fe", FF, n_rotations=0, seeds=seeds)
+    assert d["n_starts"] == 2 and [p["label"] for p in d["poses"]] == [s["label"] for s in seeds]
+    bound = [p["energy_kj_mol"] for p in d["poses"] if p["bound"]]
+    assert d["e_bound_kj_mol"] == min(bound)
+    assert d["e_ads_kj_mol"] == pytest.approx(min(bound) - d["e_far_kj_mol"])
+    assert all(d["e_ads_kj_mol"] <= p["energy_kj_mol"] - d["e_far_kj_mol"] for p in d["poses"] if p["bound"])
+    assert d["e_ads_kj_mol"] < 0 and d["metal_o_tfsi"] == {}
+    # the best start, minimised on its own, gives the same E_ads bit for bit (what the fit records)
+    alone = cal.adsorption_energy_details("Fe", FF, n_rotations=0, seeds=[{"tfsi_nm": d["best_start_tfsi_nm"]}])
+    assert alone["e_ads_kj_mol"] == d["e_ads_kj_mol"]
+    with pytest.raises(ConfigError, match="n_rotations"):
+        cal.adsorption_energy_details("Fe", FF, n_rotations=0)
+
+
+def test_pair_terms_move_a_fixed_pose_monotonically():
+    """The fitted directions (module doc): on one pose, a larger sigma binds less strongly and a larger
+    12-6-4 C4 more strongly."""
+    seed = [_seed("Ni", 0)]
+    e = {}
+    for key, kw in {"sigma 0.30": {"sigma_nm": 0.30}, "sigma 0.34": {"sigma_nm": 0.34},
+                    "c4 0": {"c4_kJ_nm4_per_mol": 0.0}, "c4 0.05": {"c4_kJ_nm4_per_mol": 0.05}}.items():  # fmt: skip
+        e[key] = cal.adsorption_energy_details("Ni", FF, cal.pair_overrides("Ni", **kw), n_rotations=0, seeds=seed)["e_ads_kj_mol"]
+    assert e["sigma 0.30"] < e["sigma 0.34"]
+    assert e["c4 0.05"] < e["c4 0"]
+    assert cal.pair_overrides("Ni", c4_kJ_nm4_per_mol=0.05)["Ni"]["c4_kJ_nm4_per_mol"] == 0.05
+
+
+def _fake_energy(monkeypatch, hidden_below_sigma=None):
+    """Replace adsorption_energy_details by two analytic poses: A, always found; B, 0.2 eV lower, found by the
+    systematic starts only at sigma >= hidden_below_sigma (and then kept by the library)."""
+    calls = []
+
+    def fake(metal, ff, overrides=None, *, n_rotations=cal.N_ROTATIONS, seeds=None, **kw):
+        sigma = overrides[metal]["sigma_nm"]
+        names = [s["label"].split(":")[1].split("@")[0] if s["label"].startswith("lib") else s["label"] for s in (seeds or [])]
+        found = set(names)
+        if n_rotations:
+            found |= {"A"} | ({"B"} if hidden_below_sigma is not None and sigma >= hidden_below_sigma else set())
+        level = {"A": -80.0 + 250.0 * (sigma - 0.28), "B": -99.3 + 250.0 * (sigma - 0.28)}
+        poses = [{"label": k, "energy_kj_mol": level[k], "bound": True, "o_metal_distance_nm": sigma} for k in sorted(found)]
+        best = min(range(len(poses)), key=lambda k: poses[k]["energy_kj_mol"])
+        calls.append((sigma, n_rotations, sorted(found)))
+        xyz = {"A": np.zeros((15, 3)), "B": np.ones((15, 3))}
+        return {"e_ads_kj_mol": poses[best]["energy_kj_mol"], "e_ads_eV": poses[best]["energy_kj_mol"] / KJ_PER_MOL_PER_EV,
+                "e_far_kj_mol": 0.0, "n_starts": len(poses) + (10 if n_rotations else 0), "best_pose": poses[best], "poses": poses,
+                "tfsi_nm": [xyz[p["label"]] for p in poses], "best_tfsi_nm": xyz[poses[best]["label"]],
+                "best_start_tfsi_nm": xyz[poses[best]["label"]]}  # fmt: skip
+
+    monkeypatch.setattr(cal, "adsorption_energy_details", fake)
+    return calls
+
+
+def test_fit_on_the_library_envelope_reproduces_from_scratch(monkeypatch):
+    _fake_energy(monkeypatch)
+    target = -40.0
+    fit = cal.fit_pair("Fe", FF, target, parameter="sigma_nm", value_range=(0.28, 0.5))
+    assert fit["value"] == pytest.approx(0.28 + 40.0 / 250.0, abs=1e-4)
+    assert fit["achieved"]["e_ads_kj_mol"] == pytest.approx(target, abs=0.05)
+    assert fit["rounds"] == 1 and [e["label"].split(":")[1].split("@")[0] for e in fit["library"]] == ["A"]
+    # a lower pose that only the systematic starts find near the root: it joins the library, the root moves
+    _fake_energy(monkeypatch, hidden_below_sigma=0.40)
+    fit = cal.fit_pair("Fe", FF, target, parameter="sigma_nm", value_range=(0.28, 0.6))
+    assert fit["rounds"] == 2
+    assert "B" in fit["achieved"]["best_pose"]["label"]
+    assert fit["value"] == pytest.approx(0.28 + 59.3 / 250.0, abs=1e-4)
+    assert abs(fit["achieved"]["e_ads_kj_mol"] - target) <= 0.5 * cal.TARGET_TOLERANCE_EV * KJ_PER_MOL_PER_EV
+
+
+def test_unreachable_target_names_the_range(monkeypatch, tmp_path):
+    _fake_energy(monkeypatch)
+    with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.Fe: -3 eV cannot be reached .*sigma_nm in \[0\.3, 0\.35\] nm"):
+        cal.calibrate("Fe", FF, {"targets_eV": {"Fe": -3.0}}, tmp_path, parameter="sigma_nm", value_range=(0.3, 0.35))
+    assert not (tmp_path / "calibration.json").exists()
+    with pytest.raises(ConfigError, match=r"calibration parameter: 'C6' is not allowed"):
+        cal.fit_pair("Fe", FF, -0.27 * KJ_PER_MOL_PER_EV, parameter="C6")
+
+
+def test_fit_parameter_follows_the_uncalibrated_binding(monkeypatch, tmp_path):
+    """Geometric pair binds more strongly than the target: sigma upwards from the geometric sigma; less
+    strongly: the 12-6-4 C4 upwards from 0."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(metal, ff, target, **kwargs):
+        seen[metal] = kwargs
+        raise Stop
+
+    monkeypatch.setattr(cal, "adsorption_energy_details", lambda *a, **k: {"e_ads_eV": -0.60, "n_starts": 1})
+    monkeypatch.setattr(cal, "fit_pair", fake_fit)
+    for metal in ("Fe", "Ni", "FeNi"):
+        with pytest.raises(Stop):
+            cal.calibrate(metal, FF, {}, tmp_path)  # default targets: Fe -0.27, Ni -0.55, FeNi -0.70
+    assert seen["Fe"]["parameter"] == seen["Ni"]["parameter"] == "sigma_nm"
+    assert seen["Fe"]["value_range"] == (pytest.approx(math.sqrt(0.2594 * 0.315)), cal.SIGMA_RANGE_NM[1])
+    assert "initial" in seen["Fe"]  # the uncalibrated evaluation is the fit's first
+    assert seen["FeNi"]["parameter"] == "c4_kJ_nm4_per_mol" and seen["FeNi"]["value_range"][0] == 0.0
+    assert cal.DEFAULT_TARGETS_EV == {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.70}
 
 
 def test_symmetric_slab_leaves_the_vacuum_flat():
@@ -62,77 +197,9 @@ def test_symmetric_slab_leaves_the_vacuum_flat():
     assert abs(energies[1] - energies[0]) < 0.5
 
 
-TARGET_EV = -0.125  # one start: sigma 0.32 nm gives -0.143, 0.34 nm -0.110 eV (from scratch and followed agree there)
-
-
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    """A sigma calibration of Fe to a target inside a short sigma range."""
-    out = tmp_path_factory.mktemp("cal")
-    record = cal.calibrate(
-        "Fe", FF, {"targets_eV": {"Fe": TARGET_EV}, "sigma_nm": None}, out,
-        parameter="sigma_nm", value_range=(0.32, 0.34), grid_points=2, **FAST,
-    )  # fmt: skip
-    return out / "calibration.json", record
-
-
-def test_calibration_reproduces_its_target_independently(calibrated):
-    path, record = calibrated
-    data = json.loads(path.read_text())
-    assert data["metal"] == "Fe" and data["target_eV"] == TARGET_EV
-    assert abs(data["achieved_eV"] - TARGET_EV) <= cal.TARGET_TOLERANCE_EV
-    assert data["fitted_parameter"] == "sigma_nm" and data["fit"]["parameter"] == "sigma_nm"
-    fitted = data["fitted"]["Fe"]
-    assert 0.32 < fitted["sigma_nm"] < 0.34
-    assert fitted["epsilon_kj_mol"] == pytest.approx(math.sqrt(0.0544 * 0.83736))  # geometric epsilon, fixed
-    assert data["fit"]["brentq_iterations"] >= 1 and "provenance" in data
-    assert data["uncalibrated"]["e_ads_eV"] < TARGET_EV  # the fit weakened the binding
-    assert abs(data["fit"]["followed_e_ads_eV"] - TARGET_EV) <= cal.TARGET_TOLERANCE_EV
-    # fresh system, override through create_system's metal_o_tfsi path
-    again = cal.adsorption_energy_kj_mol("Fe", {**FF, "metal_o_tfsi": {"Fe": fitted}}, **FAST)
-    assert abs(again / KJ_PER_MOL_PER_EV - TARGET_EV) <= 0.01
-
-
-def test_fit_parameter_follows_the_uncalibrated_binding(monkeypatch, tmp_path):
-    """Geometric pair binds more strongly than the target: sigma is fitted upwards from the geometric
-    sigma; less strongly: epsilon upwards from the geometric epsilon (sigma geometric)."""
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_fit(metal, ff, target, **kwargs):
-        seen[metal] = kwargs
-        raise Stop
-
-    monkeypatch.setattr(cal, "adsorption_energy_details", lambda *a, **k: {"e_ads_eV": -0.37})
-    monkeypatch.setattr(cal, "fit_pair", fake_fit)
-    for metal in ("Fe", "Ni", "FeNi"):
-        with pytest.raises(Stop):
-            cal.calibrate(metal, FF, {}, tmp_path)  # default targets: Fe -0.27, Ni -0.55, FeNi -0.70
-    assert seen["Fe"]["parameter"] == "sigma_nm"
-    assert seen["Fe"]["value_range"] == (pytest.approx(math.sqrt(0.2594 * 0.315)), cal.SIGMA_RANGE_NM[1])
-    assert seen["Ni"]["parameter"] == seen["FeNi"]["parameter"] == "epsilon_kj_mol"
-    assert seen["Ni"]["value_range"] == (pytest.approx(math.sqrt(0.0628 * 0.83736)), cal.EPSILON_RANGE_KJ_MOL[1])
-    # FeNi: one epsilon for both pairs, starting from the weaker (smaller) geometric epsilon
-    assert seen["FeNi"]["value_range"][0] == pytest.approx(math.sqrt(0.0544 * 0.83736))
-    assert cal.DEFAULT_TARGETS_EV == {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.70}
-
-
-def test_unreachable_target_names_the_range(tmp_path):
-    with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.Fe: -3 eV cannot be reached .*sigma_nm in \[0\.3, 0\.35\] nm"):
-        cal.calibrate("Fe", FF, {"targets_eV": {"Fe": -3.0}}, tmp_path, parameter="sigma_nm", value_range=(0.3, 0.35), grid_points=2, **FAST)
-    assert not (tmp_path / "calibration.json").exists()
-    # calibration.sigma_nm given: epsilon is fitted instead
-    with pytest.raises(ConfigError, match=r"-3 eV cannot be reached .*epsilon_kj_mol in \[0\.5, 5\] kJ/mol"):
-        cal.fit_pair("Fe", FF, -3.0 * KJ_PER_MOL_PER_EV, sigma_nm=0.3, value_range=(0.5, 5.0), grid_points=2, **FAST)
-    with pytest.raises(ConfigError, match=r"calibration parameter: 'C4' is not allowed"):
-        cal.fit_pair("Fe", FF, -0.27 * KJ_PER_MOL_PER_EV, parameter="C4")
-
-
 def test_sigma_range_must_fit_inside_the_cutoff():
     with pytest.raises(ConfigError, match=r"forcefield\.nonbonded_cutoff_nm: 1\.0 does not hold"):
-        cal.fit_pair("Fe", {**FF, "nonbonded_cutoff_nm": 1.0}, -100.0, value_range=(0.3, 0.95), **FAST)
+        cal.fit_pair("Fe", {**FF, "nonbonded_cutoff_nm": 1.0}, -100.0, value_range=(0.3, 0.95))
 
 
 def _config(**calibration):
@@ -185,17 +252,6 @@ def test_parametrise_calibration_merges_fitted_pair(tmp_path):
     assert main(["parametrise", "--config-json", cfg, "--box", str(box), "--calibration", str(bad), "--out", str(out)]) == 1
 
 
-def test_screened_mof_charges_weaken_adsorption():
-    # on the capped slab Coulomb is only part of the binding (one start: full -0.27, half -0.18 eV, an
-    # uncharged host still -0.18 eV of Lennard-Jones physisorption); the old charged cut gave ~0.5 at half
-    full = cal.adsorption_energy_details("Fe", FF, **FAST)
-    half = cal.adsorption_energy_details("Fe", FF | {"mof_charge_scale": 0.5}, **FAST)
-    assert half["mof_charge_scale"] == 0.5 and full["mof_charge_scale"] == 1.0
-    assert full["e_ads_kj_mol"] < half["e_ads_kj_mol"] < 0
-    ratio = half["e_ads_kj_mol"] / full["e_ads_kj_mol"]
-    assert 0.55 < ratio < 0.8, ratio
-
-
 def test_calibration_fitted_at_another_charge_model_is_refused(tmp_path):
     record = {"metal": "Fe", "target_eV": -0.27, "achieved_eV": -0.27, "charge_scale": 0.8, "mof_charge_scale": 0.3,
               "fitted": {"Fe": {"sigma_nm": 0.45, "epsilon_kj_mol": 0.2}}}
@@ -209,3 +265,22 @@ def test_calibration_fitted_at_another_charge_model_is_refused(tmp_path):
         merge_calibration({"charge_scale": 0.8}, path)
     with pytest.raises(ConfigError, match=r"forcefield\.charge_scale: 0\.7 differs from 0\.8"):
         merge_calibration({"charge_scale": 0.7, "mof_charge_scale": 0.3}, path)
+
+
+# Fe and FeNi join once their fits reach the target and are recorded (docs/calibration.md: not yet)
+@pytest.mark.parametrize("model", ["Ni"])
+def test_calibrated_energy_is_reproduced_from_scratch(model):
+    """The fitted pair of docs/calibration/<model>.json (written by `spemd calibrate`), re-evaluated from
+    its recorded best start through create_system's metal_o_tfsi path, gives the recorded E_ads and hits
+    the target; a pair 0.03 nm off in sigma (or 0.05 in C4) misses it."""
+    rec = json.loads((RESULTS / f"{model}.json").read_text())
+    ff = {"charge_scale": rec["charge_scale"], "mof_charge_scale": rec["mof_charge_scale"], "metal_o_tfsi": rec["fitted"]}
+    seed = [{"label": "best start", "tfsi_nm": rec["best_start_tfsi_nm"]}]
+    d = cal.adsorption_energy_details(model, ff, n_rotations=0, seeds=seed)
+    assert d["e_ads_eV"] == pytest.approx(rec["achieved_eV"], abs=1e-6)
+    assert abs(d["e_ads_eV"] - rec["target_eV"]) <= cal.TARGET_TOLERANCE_EV
+    key = rec["fitted_parameter"]
+    wrong = {el: p | {key: p.get(key, 0.0) + (-0.03 if key == "sigma_nm" else 0.05)} for el, p in rec["fitted"].items()}
+    off = cal.adsorption_energy_details(model, ff | {"metal_o_tfsi": wrong}, n_rotations=0, seeds=seed)
+    assert abs(off["e_ads_eV"] - rec["target_eV"]) > cal.TARGET_TOLERANCE_EV, off["e_ads_eV"]
+
