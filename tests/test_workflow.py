@@ -115,8 +115,9 @@ def test_default_run_outputs_are_sane(default_run):
             # O(ether): hundreds of oxygens, the tail is 1 within 0.05 (measured 0.96-1.05). O(TFSI): 6 (PEO) or
             # 12 (CPE) anions that move ~0.3 nm in 10 ps set the 6-8 A tail, so it is a sample of a handful of
             # anions: measured 0.92/0.94 (PEO; its Na+ also hold ~1.2 of the 24 O, a finite-size depletion) and
-            # 1.02/1.31 (CPE) in two runs of this config. The whole-box volume would put CPE's at ~1.8.
-            bound = 0.05 if pair == "Na-O_ether" else 0.35
+            # 1.02/1.31/1.26 (CPE) in three runs of this config. The bound still catches the whole-box volume,
+            # which would put CPE's at ~1.8 x these.
+            bound = 0.05 if pair == "Na-O_ether" else 0.5
             assert abs(tail.mean() - 1.0) < bound, (system, pair, tail.mean())
         assert transport["electrolyte"]["slab"] == (system == "CPE")
         assert transport["electrolyte"]["film_centre_density_g_cm3_mean"] > 1.0
