@@ -112,12 +112,13 @@ def test_default_run_outputs_are_sane(default_run):
             r = np.array([float(row["r (nm)"]) for row in rows])
             g = np.array([float(row["g(r)"]) for row in rows])
             tail = g[(r > 0.6) & (r < 0.8)]
-            # O(ether): hundreds of oxygens, the tail is 1 within 0.05 (measured 0.96-1.05). O(TFSI): 6 (PEO) or
+            # O(ether): the tail is 1 within sampling (measured 0.95-1.05 over three runs; only 6 Na+ in PEO's box,
+            # 12 in CPE's, the bound still catches the whole-box volume, x1.8 in CPE). O(TFSI): 6 (PEO) or
             # 12 (CPE) anions that move ~0.3 nm in 10 ps set the 6-8 A tail, so it is a sample of a handful of
             # anions: measured 0.92/0.94 (PEO; its Na+ also hold ~1.2 of the 24 O, a finite-size depletion) and
             # 1.02/1.31/1.26 (CPE) in three runs of this config. The bound still catches the whole-box volume,
             # which would put CPE's at ~1.8 x these.
-            bound = 0.05 if pair == "Na-O_ether" else 0.5
+            bound = 0.15 if pair == "Na-O_ether" else 0.5
             assert abs(tail.mean() - 1.0) < bound, (system, pair, tail.mean())
         assert transport["electrolyte"]["slab"] == (system == "CPE")
         assert transport["electrolyte"]["film_centre_density_g_cm3_mean"] > 1.0
