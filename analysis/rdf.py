@@ -48,7 +48,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from MDAnalysis.lib.distances import capped_distance
 
 from spemd.errors import ConfigError, InputError, one_of
-from spemd.units import nm_to_angstrom
+from spemd.units import angstrom_to_nm, nm_to_angstrom
 
 from spemd.analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
 EXCLUDE_CHOICES = (None, "residue")
@@ -184,9 +184,9 @@ class RDF(AnalysisBase):
         if not np.allclose(dims[3:], 90.0):
             raise InputError(f"RDF normalisation 'lateral': frame {self._ts.frame} has a triclinic box "
                              f"{np.asarray(dims[3:]).tolist()}; it needs an orthorhombic slab box")
-        L = np.asarray(dims[:3], dtype=np.float64) / 10.0  # nm
-        za = self.group_a.positions[:, 2].astype(np.float64) / 10.0
-        zb = self.group_b.positions[:, 2].astype(np.float64) / 10.0
+        L = angstrom_to_nm(np.asarray(dims[:3], dtype=np.float64))
+        za = angstrom_to_nm(self.group_a.positions[:, 2].astype(np.float64))
+        zb = angstrom_to_nm(self.group_b.positions[:, 2].astype(np.float64))
         dz = za[:, None] - zb[None, :]
         dz = np.abs(dz - L[2] * np.round(dz / L[2]))
         if self._keep is not None:

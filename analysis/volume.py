@@ -60,13 +60,13 @@ def slab_atoms(universe):
     return group if len(group) else None
 
 
-def radii_for_elements_nm(symbols, table=VDW_RADIUS_NM, what="slab atom") -> np.ndarray:
+def radii_for_elements_nm(symbols, table=POWER_RADIUS_NM) -> np.ndarray:
     """Radius (nm) of each element symbol from `table`; an unknown element raises InputError naming it."""
     out = np.empty(len(symbols))
     for i, el in enumerate(symbols):
         key = str(el).strip().upper()
         if key not in table:
-            raise InputError(f"{what} {i} (element {el!r}): no radius for it; known elements: {', '.join(sorted(table))}")
+            raise InputError(f"atom {i} (element {el!r}): no radius for it; known elements: {', '.join(sorted(table))}")
         out[i] = table[key]
     return out
 
@@ -162,7 +162,7 @@ class ElectrolyteVolume(AnalysisBase):
         self.max_volume_frames = int(max_volume_frames)
         self.spacing_nm = float(spacing_nm)
         atoms = slab.universe.atoms
-        self._radii = radii_for_elements_nm(_elements(atoms), POWER_RADIUS_NM, "atom")
+        self._radii = radii_for_elements_nm(_elements(atoms))
         self._is_e = np.zeros(len(atoms), dtype=bool)
         self._is_e[electrolyte.indices] = True
         self._masses = np.asarray(electrolyte.masses, dtype=float)
