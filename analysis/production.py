@@ -21,7 +21,9 @@ Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)"), ``m
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
 mean_volume_nm3, electrolyte {volume_nm3_mean, volume_nm3_sd, volume_frames, density_g_cm3_mean,
 density_g_cm3 (on volume_frames), film_centre_density_g_cm3_mean, film_centre_density_g_cm3 (per frame),
-method, slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
+salt_mass_fraction (Na + TFSI mass over the electrolyte's), film_centre_salt_mass_fraction_mean and per
+frame, film_centre_polymer_density_g_cm3_mean (analysis/volume.py; a plain box's band is the box), method,
+slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
 D_cm2_per_s, D_sigma_cm2_per_s (whole-trajectory GLS, NaN without a diffusive window), diffusive,
 no_window_reason, beta, beta_range, beta_ok, fit_window_ps, search_window_ps, uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
 sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
@@ -127,7 +129,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     groups = {k: _optional(u, k) for k in ("O_TFSI", "N_TFSI", "O_ether", "metal")}
     groups["Na"] = na
     slab = slab_atoms(u)
-    electrolyte = None if slab is None else ElectrolyteVolume(slab, u.atoms - slab)
+    electrolyte = None if slab is None else ElectrolyteVolume(slab, u.atoms - slab, salt=na + tfsi)
 
     # r_max: half the shortest box width over (a sample of) the frames
     step = max(1, T // 20)
@@ -166,8 +168,11 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     volume = float(msds["Na"].results.mean_volume_nm3)
     if electrolyte is None:  # plain box: the electrolyte is the box
         mass = float(np.sum(u.atoms.masses))
-        e_out = {"volume_nm3_mean": volume, "density_g_cm3_mean": density_g_per_cm3(mass, volume),
-                 "film_centre_density_g_cm3_mean": density_g_per_cm3(mass, volume),
+        rho = density_g_per_cm3(mass, volume)
+        w_salt = float(np.sum(na.masses) + np.sum(tfsi.masses)) / mass
+        e_out = {"volume_nm3_mean": volume, "density_g_cm3_mean": rho, "film_centre_density_g_cm3_mean": rho,
+                 "salt_mass_fraction": w_salt, "film_centre_salt_mass_fraction_mean": w_salt,
+                 "film_centre_polymer_density_g_cm3_mean": (1.0 - w_salt) * rho,
                  "method": "box volume (no slab)", "slab": False}
         e_volume = volume
     else:
@@ -178,6 +183,10 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                  "density_g_cm3": [float(x) for x in er.density_g_cm3],
                  "film_centre_density_g_cm3_mean": er.mean_film_centre_density_g_cm3,
                  "film_centre_density_g_cm3": [float(x) for x in er.film_centre_density_g_cm3],
+                 "salt_mass_fraction": er.salt_mass_fraction,
+                 "film_centre_salt_mass_fraction_mean": er.mean_film_centre_salt_mass_fraction,
+                 "film_centre_salt_mass_fraction": [float(x) for x in er.film_centre_salt_mass_fraction],
+                 "film_centre_polymer_density_g_cm3_mean": er.mean_film_centre_polymer_density_g_cm3,
                  "method": er.method, "slab": True}
     diffusion = {}
     for sp, m in msds.items():

@@ -254,6 +254,7 @@ def load_runs(transport_paths, npt_stage: str | None = "equilibrate") -> list[di
                      "rdf_bin_A": (10.0 * rdf["r_max_nm"] / rdf["bins"]) if rdf.get("r_max_nm") and rdf.get("bins")
                      else float("nan"),
                      "composition": composition, "npt_density": density, "flags": data.get("flags") or [],
+                     "film_centre_salt_mass_fraction": _get(data, ("electrolyte", "film_centre_salt_mass_fraction_mean")),
                      "beta_Na": _get(data, ("diffusion", "Na", "beta"))})
     if not runs:
         raise InputError("study: no transport.json given")
@@ -307,6 +308,8 @@ def aggregate(runs: list[dict], systems_cfg: dict | None = None) -> dict:
                                                                  for d in dens)
         point["npt_density_g_cm3"] = (combine_estimates([d["mean"] for d in dens], [d["sigma"] for d in dens])
                                       if dens else None)
+        w_c = [r["film_centre_salt_mass_fraction"] for r in group if _finite(r.get("film_centre_salt_mass_fraction"))]
+        point["film_centre_salt_mass_fraction"] = float(np.mean(w_c)) if w_c else None
         point["density_drift"] = {str(r["replica"]): r["npt_density"]["drift"] for r in group
                                   if r["npt_density"] and "drift" in r["npt_density"]}
         point["beta_Na"] = {str(r["replica"]): r.get("beta_Na") for r in group}
@@ -560,13 +563,21 @@ def density_rows(agg: dict) -> list[dict]:
 
     Salt-free: the measured PEO melt (analysis.paper). With salt and a known salt mass fraction: the
     volume-additive PEO melt + NaTFSI estimate (analysis.volume.electrolyte_reference_density, flagged
-    unverified). A composite is compared by its electrolyte's own density (box minus the slab)."""
+    unverified). A composite is compared by its electrolyte's own density, the film centre's (> 0.6 nm
+    beyond the slab), and at the film centre's own salt fraction where transport.json has it: the host
+    draws salt to its surface, so the centre holds less than the electrolyte as a whole."""
     rows = []
     for (n, T), point in sorted(agg["points"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
         meta = agg["systems"][n]
-        if meta["wt_percent_nominal"] > 0 and not point.get("npt_density_is_electrolyte"):
+        composite = meta["wt_percent_nominal"] > 0
+        if composite and not point.get("npt_density_is_electrolyte"):
             continue  # a composite's whole-box density (slab included) has no reference
         w_salt = meta.get("salt_mass_fraction")
+        w_centre = point.get("film_centre_salt_mass_fraction") if composite else None
+        if w_salt and _finite(w_centre):
+            w_salt, w_whole = w_centre, w_salt
+        else:
+            w_centre = None
         additive = bool(meta["has_salt"] and w_salt)
         ref = (electrolyte_reference_density(T, w_salt, meta["salt_formula_mass_amu"]) if additive
                else peo_melt_density_g_cm3(T))
@@ -588,13 +599,17 @@ def density_rows(agg: dict) -> list[dict]:
                          f"{ref['salt_specific_volume_cm3_per_g']:.4f} cm³/g salt)")
         elif meta["has_salt"]:
             notes.append("reference is the salt-free melt; NaTFSI raises the density, so this is not like-for-like")
-        if meta["wt_percent_nominal"] > 0:
+        if composite:
             notes.append("electrolyte density: the film centre, > 0.6 nm beyond the MOF slab (spemd.analysis.volume)")
+        if w_centre is not None:
+            notes.append(f"reference at the film centre's salt mass fraction {w_centre:.4f} (production mean), "
+                         f"not the whole electrolyte's {w_whole:.4f}")
         row = _row("density_vs_measured", n, T, quantity, measured, "experiment", _fmt(d["mean"], d["sigma"], 4),
                    claim, DENSITY_TOLERANCE * ref["density_g_cm3"] - abs(d["mean"] - ref["density_g_cm3"]),
                    d["sigma"], status=chk["verdict"], note="; ".join(notes))
         row.update({"deviation_percent": chk["deviation_percent"], "flagged": chk["flagged"],
-                    "like_for_like": additive or not meta["has_salt"], "reference_verified": ref.get("verified", True)})
+                    "like_for_like": additive or not meta["has_salt"], "reference_verified": ref.get("verified", True),
+                    "reference_salt_mass_fraction": w_salt if additive else 0.0})
         rows.append(row)
     return rows
 

@@ -23,6 +23,14 @@ layered first adsorbed layer and the pores are outside the band, so rho_c is wha
 (the film's bulk at the stage's pressure); M_e / V_e is lower than a bulk density by the interfacial
 gaps that the power diagram gives the electrolyte.
 
+The band's composition: the host draws salt to its surface (TFSI- onto the open metal sites, Na+ with
+it), so the film centre holds less salt than the electrolyte as a whole, and PEO/NaTFSI is denser the
+more salt it holds. rho_c therefore differs from a plain box's density by composition as well as by
+packing. Given the salt's atoms, the band's salt mass fraction w_c = M_salt,c / M_c and the polymer's
+partial density rho_p,c = (1 - w_c) rho_c are computed per frame: rho_p,c compares the packing of the
+polymer with a plain box's (1 - w) rho, and w_c gives the composition-matched reference density
+(:func:`electrolyte_reference_density` at w_c).
+
 g(r) of a slab box is not normalised by a volume at all (:class:`spemd.analysis.rdf.RDF`,
 ``normalisation="lateral"``): its ideal-gas reference keeps each B atom at its own height.
 """
@@ -91,9 +99,11 @@ def film_gap(slab_z_nm, height_nm: float) -> tuple[float, float]:
     return float(z[k]), float(z[k] + gaps[k])
 
 
-def film_centre_density_g_cm3(electrolyte_z_nm, electrolyte_mass_amu, slab_z_nm, area_nm2: float,
-                              height_nm: float, clearance_nm: float = FILM_CENTRE_CLEARANCE_NM) -> float:
-    """Film-centre density (module docstring) of one frame; InputError when the film has no centre band."""
+def film_centre_band(electrolyte_z_nm, slab_z_nm, height_nm: float,
+                     clearance_nm: float = FILM_CENTRE_CLEARANCE_NM) -> tuple[np.ndarray, float]:
+    """(inside, thickness_nm): which electrolyte atoms lie in the film-centre band, and the band's thickness.
+
+    InputError when the film has no centre band."""
     lo, hi = film_gap(slab_z_nm, height_nm)
     band_lo, band_hi = lo + clearance_nm, hi - clearance_nm
     if not band_hi - band_lo > 0:
@@ -101,9 +111,15 @@ def film_centre_density_g_cm3(electrolyte_z_nm, electrolyte_mass_amu, slab_z_nm,
                          f"more than twice the clearance of {clearance_nm:g} nm (spemd.slab.FILM_CENTRE_CLEARANCE_NM); "
                          "build a box with more electrolyte above the slab")
     z = np.mod(np.asarray(electrolyte_z_nm, dtype=float) - band_lo, height_nm)  # band is [0, band_hi - band_lo)
-    inside = z < band_hi - band_lo
+    return z < band_hi - band_lo, band_hi - band_lo
+
+
+def film_centre_density_g_cm3(electrolyte_z_nm, electrolyte_mass_amu, slab_z_nm, area_nm2: float,
+                              height_nm: float, clearance_nm: float = FILM_CENTRE_CLEARANCE_NM) -> float:
+    """Film-centre density (module docstring) of one frame; InputError when the film has no centre band."""
+    inside, thickness = film_centre_band(electrolyte_z_nm, slab_z_nm, height_nm, clearance_nm)
     mass = float(np.sum(np.asarray(electrolyte_mass_amu, dtype=float)[inside]))
-    return density_g_per_cm3(mass, area_nm2 * (band_hi - band_lo))
+    return density_g_per_cm3(mass, area_nm2 * thickness)
 
 
 def occupied_volume_nm3(positions_nm, box_lengths_nm, radii_nm, is_electrolyte, spacing_nm: float = GRID_SPACING_NM,
@@ -141,15 +157,20 @@ def occupied_volume_nm3(positions_nm, box_lengths_nm, radii_nm, is_electrolyte, 
 class ElectrolyteVolume(AnalysisBase):
     """Occupied volume, its density and the film-centre density of the electrolyte of a slab box (module docstring).
 
-    The film-centre density is computed on every frame; the occupied volume (a grid, ~0.1 s per
-    50 nm^3) on at most `max_volume_frames` evenly spaced frames of those analysed.
+    The film-centre density (and, with `salt`, the band's salt mass fraction and polymer partial density)
+    is computed on every frame; the occupied volume (a grid, ~0.1 s per 50 nm^3) on at most
+    `max_volume_frames` evenly spaced frames of those analysed. `salt`: the salt's atoms (a subset of
+    `electrolyte`), or None.
 
-    Results: ``film_centre_density_g_cm3`` (per frame) and its mean; ``volume_frames`` (frame indices),
+    Results: ``film_centre_density_g_cm3`` (per frame) and its mean; with `salt`,
+    ``film_centre_salt_mass_fraction`` and ``film_centre_polymer_density_g_cm3`` (per frame) and their
+    means, and ``salt_mass_fraction`` (the whole electrolyte's); ``volume_frames`` (frame indices),
     ``volume_nm3`` and ``density_g_cm3`` (M_e / V_e) on them, ``mean_volume_nm3``, ``sd_volume_nm3``,
     ``mean_density_g_cm3``; ``method`` in words.
     """
 
-    def __init__(self, slab, electrolyte, max_volume_frames: int = 10, spacing_nm: float = GRID_SPACING_NM, **kwargs):
+    def __init__(self, slab, electrolyte, salt=None, max_volume_frames: int = 10, spacing_nm: float = GRID_SPACING_NM,
+                 **kwargs):
         super().__init__(slab.universe.trajectory, **kwargs)
         if len(slab) == 0:
             raise InputError("ElectrolyteVolume slab: empty atom group; a plain box has no slab (use the box volume)")
@@ -167,9 +188,17 @@ class ElectrolyteVolume(AnalysisBase):
         self._is_e[electrolyte.indices] = True
         self._masses = np.asarray(electrolyte.masses, dtype=float)
         self.electrolyte_mass_amu = float(np.sum(self._masses))
+        self._salt_masses = None
+        if salt is not None:
+            outside = np.setdiff1d(salt.indices, electrolyte.indices)
+            if len(outside):
+                raise InputError(f"ElectrolyteVolume salt: atom(s) {outside[:5].tolist()} are not in the electrolyte group")
+            is_salt = np.isin(electrolyte.indices, salt.indices)
+            self._salt_masses = np.where(is_salt, self._masses, 0.0)
 
     def _prepare(self):
         self._rho_c = np.empty(self.n_frames)
+        self._w_c = np.full(self.n_frames, np.nan)
         k = min(self.max_volume_frames, self.n_frames)
         self._volume_at = set(np.unique(np.linspace(0, self.n_frames - 1, k).round().astype(int)).tolist())
         self._vol, self._vol_frames = [], []
@@ -180,9 +209,12 @@ class ElectrolyteVolume(AnalysisBase):
             raise InputError(f"electrolyte volume: frame {self._ts.frame} has a triclinic box {dims[3:].tolist()}; "
                              "slab boxes are orthorhombic")
         L = angstrom_to_nm(np.asarray(dims[:3], dtype=np.float64))
-        self._rho_c[self._frame_index] = film_centre_density_g_cm3(
-            angstrom_to_nm(self.electrolyte.positions[:, 2].astype(np.float64)), self._masses,
-            angstrom_to_nm(self.slab.positions[:, 2].astype(np.float64)), L[0] * L[1], L[2])
+        inside, thickness = film_centre_band(angstrom_to_nm(self.electrolyte.positions[:, 2].astype(np.float64)),
+                                             angstrom_to_nm(self.slab.positions[:, 2].astype(np.float64)), L[2])
+        mass = float(np.sum(self._masses[inside]))
+        self._rho_c[self._frame_index] = density_g_per_cm3(mass, L[0] * L[1] * thickness)
+        if self._salt_masses is not None and mass > 0:
+            self._w_c[self._frame_index] = float(np.sum(self._salt_masses[inside])) / mass
         if self._frame_index in self._volume_at:
             pos = angstrom_to_nm(self.slab.universe.atoms.positions.astype(np.float64))
             self._vol.append(occupied_volume_nm3(pos, L, self._radii, self._is_e, self.spacing_nm))
@@ -193,6 +225,12 @@ class ElectrolyteVolume(AnalysisBase):
         vol = np.asarray(self._vol)
         r.film_centre_density_g_cm3 = self._rho_c.copy()
         r.mean_film_centre_density_g_cm3 = float(self._rho_c.mean())
+        if self._salt_masses is not None:
+            r.salt_mass_fraction = float(np.sum(self._salt_masses)) / self.electrolyte_mass_amu
+            r.film_centre_salt_mass_fraction = self._w_c.copy()
+            r.mean_film_centre_salt_mass_fraction = float(np.nanmean(self._w_c))
+            r.film_centre_polymer_density_g_cm3 = (1.0 - np.nan_to_num(self._w_c)) * self._rho_c
+            r.mean_film_centre_polymer_density_g_cm3 = float(r.film_centre_polymer_density_g_cm3.mean())
         r.volume_frames = list(self._vol_frames)
         r.volume_nm3 = vol
         r.mean_volume_nm3 = float(vol.mean())
@@ -240,5 +278,5 @@ def electrolyte_reference_density(temperature_K: float, salt_mass_fraction: floa
 
 
 __all__ = ["SLAB_SELECTION", "POWER_RADIUS_NM", "REACH_NM", "ElectrolyteVolume", "film_gap",
-           "film_centre_density_g_cm3", "occupied_volume_nm3", "radii_for_elements_nm", "slab_atoms",
+           "film_centre_band", "film_centre_density_g_cm3", "occupied_volume_nm3", "radii_for_elements_nm", "slab_atoms",
            "electrolyte_reference_density", "NATFSI_FORMULA_VOLUME_NM3"]

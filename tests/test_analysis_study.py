@@ -202,3 +202,30 @@ def test_cli_writes_the_outputs_the_rule_declares(tmp_path):
     written = {str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*") if p.is_file()}
     assert written == set(expected_outputs(cfg["systems"], [353]))
     assert not any(n.startswith("figures/arrhenius") for n in written)
+
+
+def test_composite_density_reference_uses_the_film_centres_salt_fraction(tmp_path):
+    from spemd.analysis.volume import electrolyte_reference_density
+
+    T = 353.0
+    rec = transport_record("CPE-10", 0, T, D_Na=2e-6, D_Na_sigma=1e-7)
+    rec["electrolyte"] = {"film_centre_salt_mass_fraction_mean": 0.20, "salt_mass_fraction": 0.25}
+    p = write_run(tmp_path, "CPE-10", 0, T, rec, wt=10.0, metal="FeNi")
+    comp_path = p.parents[2] / "build" / "composition.json"
+    comp = json.loads(comp_path.read_text())
+    comp["masses_amu"] = {"salt": 25.0 * 303.14, "peo": 75.0 * 303.14}  # whole electrolyte: w = 0.25
+    comp["counts"]["na"] = 25
+    comp_path.write_text(json.dumps(comp))
+    md = p.parents[1] / "md" / "equilibrate"
+    md.mkdir(parents=True)
+    with open(md / "state.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Time (ps)", "Step", "Density (g/mL)", "Electrolyte Density (g/mL)"])
+        for i in range(20):
+            w.writerow([i * 1.0, i * 250, 1.05, 1.10])
+    rows = [r for r in comparison_rows(aggregate(load_runs([p]))) if r["id"] == "density_vs_measured"]
+    assert len(rows) == 1 and rows[0]["reference_salt_mass_fraction"] == pytest.approx(0.20)
+    ref = electrolyte_reference_density(T, 0.20, 303.14)["density_g_cm3"]
+    assert ref < electrolyte_reference_density(T, 0.25, 303.14)["density_g_cm3"]  # less salt, less dense
+    assert rows[0]["deviation_percent"] == pytest.approx(100 * (1.10 - ref) / ref, rel=1e-6)
+    assert "film centre's salt mass fraction 0.2000" in rows[0]["note"] and "0.2500" in rows[0]["note"]

@@ -70,6 +70,36 @@ def test_film_centre_density_counts_the_band_only(shift):
     assert ev.results.mean_film_centre_density_g_cm3 == pytest.approx(uniform, rel=0.03)
 
 
+def test_film_centre_salt_fraction_and_polymer_density_by_hand():
+    """Salt held at the slab's faces: the band's salt fraction and polymer density counted by hand."""
+    u, n_slab = _slab_box(n_gas=2000, n_frames=3, seed=5)
+    gas = u.select_atoms("resname GAS")
+    salt = gas[:400]
+    salt.masses = np.full(len(salt), 23.0)
+    coords = u.trajectory.coordinate_array  # Angstrom, (frames, atoms, 3)
+    rng = np.random.default_rng(1)
+    # 300 salt atoms in a layer 0.1-0.5 nm above the slab's top (outside the band), 100 anywhere
+    coords[:, salt.indices[:300], 2] = 10.0 * (SLAB_Z[1] + rng.uniform(0.1, 0.5, (coords.shape[0], 300)))
+    ev = ElectrolyteVolume(slab_atoms(u), gas, salt=salt, max_volume_frames=1).run()
+    band_lo, band_hi = SLAB_Z[1] + FILM_CENTRE_CLEARANCE_NM, SLAB_Z[0] + L_Z - FILM_CENTRE_CLEARANCE_NM
+    w_hand, rho_p_hand = [], []
+    for ts in u.trajectory:
+        z = gas.positions[:, 2] / 10.0
+        inside = (z >= band_lo) & (z < band_hi)
+        m = gas.masses[inside].sum()
+        m_salt = gas.masses[inside & np.isin(gas.indices, salt.indices)].sum()
+        w_hand.append(m_salt / m)
+        rho_p_hand.append(density_g_per_cm3(m - m_salt, L_XY**2 * (band_hi - band_lo)))
+    r = ev.results
+    assert r.film_centre_salt_mass_fraction == pytest.approx(w_hand, rel=1e-9)
+    assert r.film_centre_polymer_density_g_cm3 == pytest.approx(rho_p_hand, rel=1e-9)
+    assert r.salt_mass_fraction == pytest.approx(400 * 23.0 / (400 * 23.0 + 1600 * 1.008), rel=1e-12)
+    # the band holds the uniformly spread 100 salt atoms only: their share, not the whole box's 0.85
+    assert r.mean_film_centre_salt_mass_fraction == pytest.approx(100 * 23.0 / (100 * 23.0 + 1600 * 1.008), rel=0.05)
+    with pytest.raises(InputError, match="not in the electrolyte group"):
+        ElectrolyteVolume(slab_atoms(u), gas[400:], salt=salt)
+
+
 def test_film_without_a_centre_band_is_refused():
     with pytest.raises(InputError, match="FILM_CENTRE_CLEARANCE_NM"):
         film_centre_density_g_cm3([1.0], [1.0], [0.0, 0.9], 1.0, 2.0)
