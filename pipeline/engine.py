@@ -48,7 +48,7 @@ from openmm import app, unit
 from spemd.pipeline.dcd import truncate_dcd
 from spemd.errors import ConfigError, InputError, SimulationError, StageIncomplete, one_of
 from spemd.files import atomic_path, write_json_atomic, write_text_atomic
-from spemd.pipeline.platforms import describe_context, select_platform
+from spemd.pipeline.platforms import IdleCoreWidening, describe_context, max_cpu_threads, select_platform
 from spemd.pipeline.equilibration import DensityPlateau, check_stage as check_until
 from spemd.pipeline.equilibration import is_z_only as barostat_is_z_only, set_volume as set_plateau_volume
 from spemd.provenance import provenance, sha256_file
@@ -488,6 +488,30 @@ def _write_checkpoint(context: openmm.Context, path: Path, reporters, energy_lim
         _after_checkpoint(step)
 
 
+def _idle_core_widening(platform: openmm.Platform, props: dict) -> IdleCoreWidening | None:
+    """The growing policy of a CPU stage started with an explicit thread count below SPEMD_MD_MAX_THREADS."""
+    ceiling = max_cpu_threads()
+    if platform.getName() != "CPU" or ceiling is None or "Threads" not in props or int(props["Threads"]) >= ceiling:
+        return None
+    return IdleCoreWidening(int(props["Threads"]), ceiling)
+
+
+def _with_threads(sim: app.Simulation, platform: openmm.Platform, props: dict, threads: int):
+    """The same simulation on a new CPU Context with `threads` threads; the old Context is freed.
+
+    Positions, velocities, box, step, time, barostat and integrator state move over in a checkpoint,
+    exactly as a resume would load them (OpenMM's CPU random streams depend on the thread count anyway,
+    so a trajectory is reproducible for a given seed and thread history, as on any resume)."""
+    old = sim.integrator
+    data = sim.context.createCheckpoint()
+    integrator = openmm.LangevinMiddleIntegrator(old.getTemperature(), old.getFriction(), old.getStepSize())
+    integrator.setRandomNumberSeed(old.getRandomNumberSeed())
+    wider = app.Simulation(sim.topology, sim.system, integrator, platform, {**props, "Threads": str(int(threads))})
+    wider.context.loadCheckpoint(data)
+    del sim.context
+    return wider, integrator
+
+
 def run_stage(
     params_dir,
     stage: dict,
@@ -538,6 +562,8 @@ def run_stage(
     sim = app.Simulation(topology, system, integrator, platform, props)
     try:
         device = describe_context(sim.context)
+        widening = _idle_core_widening(platform, props)
+        thread_changes = []
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = out_dir / "checkpoint.chk"
         traj_path = out_dir / "trajectory.dcd"
@@ -699,6 +725,13 @@ def run_stage(
                     seg_start = now
                     if now - last_ckpt >= ckpt_every_s:
                         checkpoint(step)
+                    grown = widening.propose() if widening is not None else None
+                    if grown is not None:  # CPUs stayed idle: go on with more threads from this step
+                        sim, integrator = _with_threads(sim, platform, props, grown)
+                        device = describe_context(sim.context)
+                        thread_changes.append({"step": step, "threads": grown})
+                        log.info("stage %s: a CPU stayed idle for %.0f s; %d threads from step %d (%s)", name,
+                                 widening.window_s, grown, step, device)
                     out_of_budget = budget is not None and (now - t_call) + 2.0 * seg_max + 5.0 > budget
                     if out_of_budget or received:
                         if last_ckpt_step != step:
@@ -762,6 +795,7 @@ def run_stage(
             "equilibration": equilibration,
             "platform": platform.getName(),
             "device": device,
+            "cpu_threads_grown": thread_changes,
             "seed": seed,
             "stage_seed": seed_s,
             "provenance": provenance(

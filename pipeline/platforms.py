@@ -11,15 +11,22 @@ device, precision, threads) that goes into the log and into every ``done.json``.
   ``DeviceIndex`` property, so the platform picks its default device, which under Slurm or on a
   workstation is the first one in ``CUDA_VISIBLE_DEVICES``.
 * CPU threads: ``OPENMM_CPU_THREADS``, else ``SLURM_CPUS_PER_TASK``, else OpenMM's default.
+* Growing CPU threads while a stage runs (:class:`IdleCoreWidening`): up to ``SPEMD_MD_MAX_THREADS``
+  (unset: never), one step at a time, onto CPUs that stayed idle over a whole window of at least
+  ``WIDEN_WINDOW_S`` seconds. The workflow sets it to ``--cores`` on local execution, so that once the
+  other simulations have finished, the last one takes the cores they left; a core that other jobs use
+  even briefly within the window is not idle, and a cluster job is never widened.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 import openmm
 
+from spemd.cpu_load import cpu_ticks, idle_cpus_between
 from spemd.errors import ConfigError, SimulationError, one_of
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,8 @@ PRECISIONS = ("mixed", "single", "double")
 AUTO_ORDER = ("CUDA", "OpenCL", "CPU")
 GPU_PLATFORMS = ("CUDA", "OpenCL")
 DEFAULTS = {"name": "auto", "device_index": None, "precision": "mixed"}
+#: shortest window over which a CPU must have stayed idle before a running stage takes it
+WIDEN_WINDOW_S = 5.0
 
 
 def available_platforms() -> list[str]:
@@ -50,6 +59,50 @@ def cpu_threads() -> int | None:
             raise ConfigError(f"{var}: {value!r} is out of range; must be >= 1")
         return threads
     return None
+
+
+def max_cpu_threads() -> int | None:
+    """Threads a running CPU stage may grow to (SPEMD_MD_MAX_THREADS); None when unset (no growing)."""
+    value = os.environ.get("SPEMD_MD_MAX_THREADS")
+    if value is None or value.strip() == "":
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        raise ConfigError(f"SPEMD_MD_MAX_THREADS: {value!r} is not a whole number of threads") from None
+    if threads < 1:
+        raise ConfigError(f"SPEMD_MD_MAX_THREADS: {value!r} is out of range; must be >= 1")
+    return threads
+
+
+class IdleCoreWidening:
+    """Decides when a running CPU stage takes more threads (module docstring).
+
+    ``propose()`` is called at the stage's frame boundaries; it returns the new thread count, or None.
+    Each call that closes a window of >= `window_s` starts the next one, so a CPU counts as free only if
+    it stayed idle through one whole recent window. The stage's own threads are busy, hence not idle.
+    """
+
+    def __init__(self, threads: int, max_threads: int, window_s: float | None = None):
+        self.threads = int(threads)
+        self.max_threads = int(max_threads)
+        self.window_s = WIDEN_WINDOW_S if window_s is None else float(window_s)
+        self._start, self._ticks = time.monotonic(), cpu_ticks()
+
+    def propose(self) -> int | None:
+        if self.threads >= self.max_threads:
+            return None
+        now = time.monotonic()
+        if now - self._start < self.window_s:
+            return None
+        ticks = cpu_ticks()
+        idle = idle_cpus_between(self._ticks, ticks)
+        self._start, self._ticks = now, ticks
+        free = int(idle + 0.25) if idle is not None else 0  # a CPU idle >= 75 % of the window
+        if free < 1:
+            return None
+        self.threads = min(self.max_threads, self.threads + free)
+        return self.threads
 
 
 def platform_properties(name: str, device_index: int | None, precision: str) -> dict[str, str]:

@@ -2,9 +2,9 @@
 import json
 import os
 import sys
-import time
 
 from spemd.config import validate_config
+from spemd.cpu_load import idle_cpus
 from spemd.pipeline.gpus import count_gpus
 from spemd.errors import ConfigError
 from snakemake.exceptions import WorkflowError
@@ -43,27 +43,6 @@ def previous_state(wildcards):
     return f"results/{wildcards.system}/rep{wildcards.replica}/{wildcards.T}K/md/{previous}/done.json"
 
 
-PROC_STAT = os.path.join(os.sep, "proc", "stat")  # the kernel's CPU counters (not a data path: no lint)
-
-
-def idle_cpus(interval_s=0.25):
-    """CPUs idle right now (Linux /proc/stat over `interval_s`); None where that cannot be read."""
-    def sample():
-        with open(PROC_STAT) as fh:
-            ticks = [int(x) for x in fh.readline().split()[1:]]
-        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait, total (without guest time)
-
-    try:
-        idle0, total0 = sample()
-        time.sleep(interval_s)
-        idle1, total1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
-
-
 def md_threads(wildcards):
     """Threads of an MD job (minimise, md_stage): its share of the cores among the unfinished simulations.
 
@@ -94,6 +73,19 @@ def md_threads(wildcards):
         if idle is not None:
             share = max(1, min(share, 1 + int(idle + 0.5)))
     return share
+
+
+def md_max_threads(wildcards):
+    """Threads an MD stage may grow to while it runs (SPEMD_MD_MAX_THREADS, pipeline/engine.py): all of
+    --cores on local execution, so that the last simulation takes the cores the others leave idle; on a
+    cluster its own allotment (a job must stay inside the CPUs it was given)."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return 1
+    if not workflow.local_exec or not isinstance(cores, int) or cores < 1 or cores > 4096:
+        return 1
+    return cores
 
 
 def all_analysis_outputs():

@@ -2,7 +2,8 @@
 # before its wall-time limit (exit 75) keeps its checkpoint and partial trajectory, and the retry
 # resumes it. GPU and thread requests come from the profile (set-resources / set-threads); without a
 # profile, MD jobs share the cores among the unfinished simulations (md_threads, rules/common.smk), and
-# OpenMM's CPU platform uses exactly the threads Snakemake gives the job.
+# OpenMM's CPU platform uses the threads Snakemake gives the job; on local execution a running CPU stage
+# grows onto cores that stay idle, up to --cores (md_max_threads; pipeline/platforms.py IdleCoreWidening).
 
 
 rule minimise:
@@ -34,9 +35,12 @@ rule md_stage:
         start=lambda w, input: os.path.join(os.path.dirname(input.start), "state.xml"),
         out=lambda w, output: os.path.dirname(output.done),
     threads: md_threads
+    resources:
+        # a resource, not a param: it changes with --cores, and a param change would rerun every stage
+        md_max_threads=md_max_threads,
     log:
         "logs/md/{system}_rep{replica}_{T}K_{stage}.log",
     shell:
-        "OPENMM_CPU_THREADS={threads} spemd md --config-json {params.cfg:q} --params {params.params_dir} "
+        "OPENMM_CPU_THREADS={threads} SPEMD_MD_MAX_THREADS={resources.md_max_threads} spemd md --config-json {params.cfg:q} --params {params.params_dir} "
         "--stage {wildcards.stage} --temperature {wildcards.T} --replica {wildcards.replica} "
         "--start {params.start} --out {params.out} >> {log} 2>&1"

@@ -350,3 +350,35 @@ def test_killed_between_final_checkpoint_and_done_json_finishes_without_stepping
     assert done["resumed_from_step"] == 40 and done["steps_this_run"] == 0
     np.testing.assert_array_equal(_frames(out, water).xyz, frames)
     assert [int(r["Step"]) for r in _rows(out / "state.csv")] == [10, 20, 30, 40]
+
+
+@pytest.mark.skipif("CPU" not in available_platforms(), reason="needs OpenMM's CPU platform")
+def test_cpu_stage_grows_onto_idle_cores_and_goes_on_seamlessly(water, tmp_path, monkeypatch):
+    from spemd.pipeline import platforms
+
+    start = water.parent / "min" / "state.xml"
+    cpu = {"name": "CPU"}
+    stage = _stage(time_ps=0.2, traj=0.04, rows=0.02)
+    plain = engine.run_stage(water, stage, PROTO, cpu, 300.0, 5, start, tmp_path / "plain")
+    assert plain["cpu_threads_grown"] == [] and plain["device"] == "CPU, 1 threads"
+
+    monkeypatch.setenv("SPEMD_MD_MAX_THREADS", "2")
+    monkeypatch.setattr(platforms, "WIDEN_WINDOW_S", 0.0)
+    monkeypatch.setattr(platforms, "idle_cpus_between", lambda a, b: 1.0)  # one CPU idle all along
+    out = tmp_path / "grown"
+    done = engine.run_stage(water, stage, PROTO, cpu, 300.0, 5, start, out)
+    assert done["cpu_threads_grown"] == [{"step": 20, "threads": 2}]  # at the first frame boundary
+    assert done["device"] == "CPU, 2 threads" and done["steps"] == 100
+    assert [int(r["Step"]) for r in _rows(out / "state.csv")] == list(range(10, 101, 10))
+    a, b = _frames(tmp_path / "plain", water), _frames(out, water)
+    assert a.n_frames == b.n_frames == 5
+    np.testing.assert_array_equal(a.xyz[0], b.xyz[0])  # the same run up to the change
+    # afterwards a continuation of the same dynamics (one more thread only reorders float sums and
+    # the random streams): temperatures stay physical, no jump at the change
+    temps = np.array([float(r["Temperature (K)"]) for r in _rows(out / "state.csv")])
+    assert np.all((temps > 150) & (temps < 450)), temps
+    final = openmm.XmlSerializer.deserialize((out / "state.xml").read_text())
+    assert final.getTime().value_in_unit(unit.picosecond) == pytest.approx(0.2)
+
+    monkeypatch.setenv("SPEMD_MD_MAX_THREADS", "1")  # at its ceiling already: never grows
+    assert engine.run_stage(water, stage, PROTO, cpu, 300.0, 5, start, tmp_path / "capped")["cpu_threads_grown"] == []

@@ -90,3 +90,43 @@ def test_reference_description():
     assert platform.getName() == "Reference" and props == {}
     assert description.startswith("Reference")
     assert isinstance(platform, openmm.Platform)
+
+
+def test_idle_core_widening_takes_only_cpus_idle_through_a_whole_window(monkeypatch):
+    from spemd.pipeline import platforms
+
+    readings = iter([(0, 0), (100, 200), (190, 400), (380, 600)])  # (idle, total) jiffies
+    monkeypatch.setattr(platforms, "cpu_ticks", lambda: next(readings))
+    monkeypatch.setattr(platforms.os, "cpu_count", lambda: 4)
+    clock = iter([0.0, 1.0, 6.0, 12.0, 18.0])
+    monkeypatch.setattr(platforms.time, "monotonic", lambda: next(clock))
+    w = platforms.IdleCoreWidening(1, 3, window_s=5.0)  # reads (0, 0) at t = 0
+    assert w.propose() is None  # t = 1: the window is not over yet, no reading taken
+    assert w.propose() == 3  # t = 6: 4 x 100/200 = 2 CPUs idle -> 1 + 2 threads
+    assert w.propose() is None  # at the ceiling: no more readings
+    w = platforms.IdleCoreWidening(1, 4, window_s=5.0)  # reads (190, 400) at t = 12
+    # t = 18: 4 x 190/200 = 3.8 idle -> 4 threads (capped at 4)
+    assert w.propose() == 4
+
+
+def test_idle_core_widening_ignores_a_cpu_busy_for_part_of_the_window(monkeypatch):
+    from spemd.pipeline import platforms
+
+    readings = iter([(0, 0), (60, 200)])  # 2 CPUs, 0.6 idle: another job ran on the second for 40 %
+    monkeypatch.setattr(platforms, "cpu_ticks", lambda: next(readings))
+    monkeypatch.setattr(platforms.os, "cpu_count", lambda: 2)
+    w = platforms.IdleCoreWidening(1, 2, window_s=0.0)
+    assert w.propose() is None and w.threads == 1
+
+
+def test_max_cpu_threads_from_the_environment(monkeypatch):
+    from spemd.pipeline.platforms import max_cpu_threads
+
+    monkeypatch.delenv("SPEMD_MD_MAX_THREADS", raising=False)
+    assert max_cpu_threads() is None
+    monkeypatch.setenv("SPEMD_MD_MAX_THREADS", "4")
+    assert max_cpu_threads() == 4
+    for bad in ("two", "0"):
+        monkeypatch.setenv("SPEMD_MD_MAX_THREADS", bad)
+        with pytest.raises(ConfigError, match="SPEMD_MD_MAX_THREADS"):
+            max_cpu_threads()
