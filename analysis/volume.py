@@ -27,9 +27,9 @@ The band's composition: the host draws salt to its surface (TFSI- onto the open 
 it), so the film centre holds less salt than the electrolyte as a whole, and PEO/NaTFSI is denser the
 more salt it holds. rho_c therefore differs from a plain box's density by composition as well as by
 packing. Given the salt's atoms, the band's salt mass fraction w_c = M_salt,c / M_c and the polymer's
-partial density rho_p,c = (1 - w_c) rho_c are computed per frame: rho_p,c compares the packing of the
-polymer with a plain box's (1 - w) rho, and w_c gives the composition-matched reference density
-(:func:`electrolyte_reference_density` at w_c).
+partial density rho_p,c = (1 - w_c) rho_c are computed per frame. The like-for-like comparison with a
+plain box is rho_c against the reference at w_c (:func:`electrolyte_reference_density`), as the study
+does; rho_p,c equals a plain box's (1 - w) rho only at equal w, since the salt takes volume too.
 
 g(r) of a slab box is not normalised by a volume at all (:class:`spemd.analysis.rdf.RDF`,
 ``normalisation="lateral"``): its ideal-gas reference keeps each B atom at its own height.

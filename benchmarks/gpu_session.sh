@@ -33,7 +33,7 @@ out, bundle = Path(os.environ["OUT"]), Path("gpu_results")
 shutil.copy("slice/slice_summary.json", bundle / "slice_summary.json")
 for system in ("PEO", "CPE-10"):
     prod = Path("slice") / system / "production"
-    for stage in ("compress", "cool", "equilibrate", "production"):
+    for stage in ("anneal", "cool", "equilibrate", "production"):  # config/paper.yaml's stages
         csv = Path("slice") / system / stage / "state.csv"
         if csv.exists():
             shutil.copy(csv, bundle / f"{system}_{stage}_state.csv")

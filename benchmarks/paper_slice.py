@@ -31,27 +31,24 @@ from spemd.pipeline.cli import resolve_stage_temperature  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def slice_stages(production_ps: float, frame_ps: float, scale: float = 1.0, lengths_ps: dict | None = None) -> list[dict]:
-    """Short versions of the paper protocol's stages (config/paper.yaml has the full lengths).
+def slice_stages(config_stages: list[dict], production_ps: float, frame_ps: float, scale: float = 1.0,
+                 lengths_ps: dict | None = None) -> list[dict]:
+    """The config's own stages (config/paper.yaml has the full lengths), shortened for a slice.
 
-    `scale` shortens the stages before production further (a CPU-only slice); `lengths_ps`
-    {stage: ps} sets single stages' lengths instead (after the scale)."""
-    stages = [
-        {"name": "anneal", "ensemble": "NVT", "time_ps": 50, "temperature_K": 500, "trajectory_interval_ps": 0,
-         "state_interval_ps": 5},
-        {"name": "compress", "ensemble": "NPT", "time_ps": 200, "temperature_K": 500, "pressure_bar": 1000,
-         "trajectory_interval_ps": 0, "state_interval_ps": 5},
-        {"name": "cool", "ensemble": "NPT", "time_ps": 100, "temperature_K": [500, "run"], "trajectory_interval_ps": 0,
-         "state_interval_ps": 5},
-        {"name": "equilibrate", "ensemble": "NPT", "time_ps": 150, "trajectory_interval_ps": 0, "state_interval_ps": 5},
-        {"name": "production", "ensemble": "NVT", "time_ps": production_ps, "trajectory_interval_ps": frame_ps,
-         "state_interval_ps": frame_ps},
-    ]
+    `scale` shortens the stages before production (an until-stage's max_time_ps with it); `lengths_ps`
+    {stage: ps} sets single stages' lengths instead (after the scale). Production runs `production_ps`
+    with a frame and a state row every `frame_ps`."""
+    stages = [dict(st) for st in config_stages]
+    stages[-1].update(time_ps=production_ps, trajectory_interval_ps=frame_ps, state_interval_ps=frame_ps)
     for stage in stages[:-1]:
-        stage["time_ps"] = (lengths_ps or {}).get(stage["name"], stage["time_ps"] * scale)
+        length = (lengths_ps or {}).get(stage["name"], stage["time_ps"] * scale)
+        if "max_time_ps" in stage:
+            stage["max_time_ps"] = max(length, stage["max_time_ps"] * length / stage["time_ps"])
+        stage["time_ps"] = length
         # >= 20 rows per stage (the study's density-drift check fits 5 block means of the second half),
         # a whole number of 0.1 ps (= whole 4, 2 or 1 fs steps)
-        stage["state_interval_ps"] = max(0.1, math.floor(10 * min(stage["state_interval_ps"], stage["time_ps"] / 20)) / 10)
+        stage["state_interval_ps"] = max(0.1, math.floor(10 * min(stage.get("state_interval_ps", 10.0),
+                                                                  stage["time_ps"] / 20)) / 10)
     return stages
 
 
@@ -66,7 +63,7 @@ def run_system(params: Path, out: Path, config: dict, temperature_K: float, budg
     summary = {"system": params.name, "stages": {}}
     engine.minimise(params, protocol, platform, out / "minimise")
     start = out / "minimise" / "state.xml"
-    for stage in slice_stages(production_ps, frame_ps, scale, lengths_ps):
+    for stage in slice_stages(config["protocol"]["stages"], production_ps, frame_ps, scale, lengths_ps):
         stage = resolve_stage_temperature(stage, temperature_K)
         left = budget_s - (time.perf_counter() - t0)
         try:
@@ -97,7 +94,8 @@ def main(argv=None) -> int:
                     help="cap on the minimiser's iterations (default: the config's protocol.minimise_max_iterations)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    names = [s["name"] for s in slice_stages(1.0, 1.0)][:-1]
+    config = load_config(args.config)
+    names = [st["name"] for st in config["protocol"]["stages"]][:-1]
     lengths = {}
     for item in args.stage_ps:
         name, _, value = item.partition("=")
@@ -105,7 +103,6 @@ def main(argv=None) -> int:
             ap.error(f"--stage-ps {item!r}: expected STAGE=PS with STAGE one of {', '.join(names)}")
         lengths[name] = float(value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = load_config(args.config)
     out = Path(args.out)
     results = []
     for params in map(Path, args.params):

@@ -27,7 +27,6 @@ from spemd.config import load_config  # noqa: E402
 from spemd.files import write_json_atomic  # noqa: E402
 from spemd.provenance import provenance  # noqa: E402
 
-STAGES = ("anneal", "compress", "cool", "equilibrate", "production")
 
 
 def _cpu_name() -> str:
@@ -79,7 +78,7 @@ def main(argv=None) -> int:
         shutil.copy(Path(args.boxes) / system / "composition.json", run / "build" / "composition.json")
         md = run / f"{T:g}K" / "md"
         md.mkdir(parents=True, exist_ok=True)
-        for stage in STAGES:
+        for stage in (st["name"] for st in config["protocol"]["stages"]):
             link = md / stage
             if not link.exists():
                 link.symlink_to((slice_dir / system / stage).resolve(), target_is_directory=True)
@@ -92,9 +91,10 @@ def main(argv=None) -> int:
         transports.append(analysis_dir / "transport.json")
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(analysis_dir / "transport.json", out / f"{system}_transport.json")
-        summary["systems"][system] = {stage: _stage_record(slice_dir / system / stage) for stage in STAGES}
+        stages = [st["name"] for st in config["protocol"]["stages"]]
+        summary["systems"][system] = {stage: _stage_record(slice_dir / system / stage) for stage in stages}
         summary["systems"][system]["atoms"] = json.loads((Path(args.boxes) / system / "composition.json").read_text())["counts"]["atoms"]
-        for stage in ("compress", "equilibrate", "production"):
+        for stage in stages:
             src = slice_dir / system / stage / "state.csv"
             if src.is_file():
                 shutil.copy(src, out / f"{system}_{stage}_state.csv")
