@@ -45,34 +45,32 @@ def available_platforms() -> list[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
-def cpu_threads() -> int | None:
-    """CPU thread count from OPENMM_CPU_THREADS, else SLURM_CPUS_PER_TASK, else None (OpenMM decides)."""
-    for var in ("OPENMM_CPU_THREADS", "SLURM_CPUS_PER_TASK"):
-        value = os.environ.get(var)
-        if value is None or value.strip() == "":
-            continue
-        try:
-            threads = int(value)
-        except ValueError:
-            raise ConfigError(f"{var}: {value!r} is not a whole number of threads") from None
-        if threads < 1:
-            raise ConfigError(f"{var}: {value!r} is out of range; must be >= 1")
-        return threads
-    return None
-
-
-def max_cpu_threads() -> int | None:
-    """Threads a running CPU stage may grow to (SPEMD_MD_MAX_THREADS); None when unset (no growing)."""
-    value = os.environ.get("SPEMD_MD_MAX_THREADS")
+def _threads_from_env(var: str) -> int | None:
+    """A thread count from environment variable `var`; None when unset or empty, ConfigError when bad."""
+    value = os.environ.get(var)
     if value is None or value.strip() == "":
         return None
     try:
         threads = int(value)
     except ValueError:
-        raise ConfigError(f"SPEMD_MD_MAX_THREADS: {value!r} is not a whole number of threads") from None
+        raise ConfigError(f"{var}: {value!r} is not a whole number of threads") from None
     if threads < 1:
-        raise ConfigError(f"SPEMD_MD_MAX_THREADS: {value!r} is out of range; must be >= 1")
+        raise ConfigError(f"{var}: {value!r} is out of range; must be >= 1")
     return threads
+
+
+def cpu_threads() -> int | None:
+    """CPU thread count from OPENMM_CPU_THREADS, else SLURM_CPUS_PER_TASK, else None (OpenMM decides)."""
+    for var in ("OPENMM_CPU_THREADS", "SLURM_CPUS_PER_TASK"):
+        threads = _threads_from_env(var)
+        if threads is not None:
+            return threads
+    return None
+
+
+def max_cpu_threads() -> int | None:
+    """Threads a running CPU stage may grow to (SPEMD_MD_MAX_THREADS); None when unset (no growing)."""
+    return _threads_from_env("SPEMD_MD_MAX_THREADS")
 
 
 class IdleCoreWidening:
