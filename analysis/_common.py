@@ -281,6 +281,19 @@ def run_together(analyses, start=None, stop=None, step=None, frames=None):
     return analyses
 
 
+def csv_text(header, *columns) -> str:
+    """A CSV table (header row, then one row per element of the columns, 8 significant digits)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in zip(*columns):
+        w.writerow([f"{x:.8g}" for x in row])
+    return buf.getvalue()
+
+
 def nan_to_none(obj):
     """Recursively replace non-finite floats by None (strict JSON has no NaN)."""
     if isinstance(obj, dict):

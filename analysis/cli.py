@@ -22,7 +22,7 @@ from spemd.files import write_json_atomic, write_text_atomic
 from spemd.provenance import provenance
 from spemd.units import nm_to_angstrom
 
-from spemd.analysis._common import load_universe, nan_to_none, select
+from spemd.analysis._common import csv_text, load_universe, nan_to_none, select
 
 KINDS = ("rdf", "msd", "conductivity")
 
@@ -65,12 +65,6 @@ def add_analyse_parser(subparsers):
     return p
 
 
-def _csv(header, *cols):
-    lines = [",".join(f'"{h}"' if "," in h else h for h in header)]
-    lines += [",".join(f"{x:.8g}" for x in row) for row in zip(*cols)]
-    return "\n".join(lines) + "\n"
-
-
 def _load(args):
     if args.dt_ps is not None and not args.dt_ps > 0:
         raise InputError(f"--dt-ps: {args.dt_ps!r} must be > 0")
@@ -89,14 +83,15 @@ def run(args) -> int:
     figs = out / "figures"
     if kind == "rdf":
         from spemd.analysis.plots import plot_rdf
-        from spemd.analysis.rdf import RDF
+        from spemd.analysis.rdf import RDF, rdf_table
 
         g2 = select(u, args.select2, "--select2") if args.select2 else g1
         r = RDF(g1, g2, r_max_nm=args.r_max_nm, bins=args.bins,
                 exclude_same=None if args.exclude_same == "none" else "residue",
                 accessible_volume_nm3=args.accessible_volume_nm3, normalisation=args.normalisation).run(**run_kw)
         res = r.results
-        write_text_atomic(out / "rdf.csv", _csv(["r (nm)", "g(r)", "n(r)"], res.bins_nm, res.rdf, res.cn))
+        header, columns = rdf_table(res)
+        write_text_atomic(out / "rdf.csv", csv_text(header, *columns))
         record.update({"normalisation": res.normalisation, "peaks_A": list(nm_to_angstrom(np.asarray(res.peaks_nm))),
                        "first_shell_radius_nm": res.first_shell_radius_nm,
                        "first_shell_radius_A": nm_to_angstrom(res.first_shell_radius_nm),
@@ -110,7 +105,7 @@ def run(args) -> int:
         m = MSD(g1, compound=args.compound, unwrap=not args.no_unwrap, fit_start_fraction=args.fit_start_fraction,
                 fit_end_fraction=args.fit_end_fraction).run(**run_kw)
         res = m.results
-        write_text_atomic(out / "msd.csv", _csv(["lag (ps)", "MSD (nm^2)"], res.lagtimes_ps, res.msd_nm2))
+        write_text_atomic(out / "msd.csv", csv_text(["lag (ps)", "MSD (nm^2)"], res.lagtimes_ps, res.msd_nm2))
         record.update({k: res[k] for k in ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s",
                                            "diffusive", "no_window_reason", "beta", "beta_range", "fit_window_ps",
                                            "uncertainty_method", "n_particles", "dt_ps")})
@@ -133,7 +128,7 @@ def run(args) -> int:
                        "haven_ratio": res.haven_ratio, "haven_ratio_err": res.haven_ratio_err})
         lags = res.einstein_helfand["lagtimes_ps"]
         write_text_atomic(out / "conductivity.csv",
-                          _csv(["lag (ps)", "MSD M+ (e^2 nm^2)", "MSD M- (e^2 nm^2)", "cross M+.M- (e^2 nm^2)",
+                          csv_text(["lag (ps)", "MSD M+ (e^2 nm^2)", "MSD M- (e^2 nm^2)", "cross M+.M- (e^2 nm^2)",
                                 "MSD M (e^2 nm^2)"], lags, res.einstein_helfand["msd_M_plus"],
                                res.einstein_helfand["msd_M_minus"], res.einstein_helfand["msd_M_cross"],
                                res.einstein_helfand["msd_M_total"]))

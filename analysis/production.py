@@ -15,7 +15,9 @@ excluded. g(r) is normalised by the per-frame box volume of a plain box; with a 
 Einstein-Helfand conductivities is the box volume of a plain box, the electrolyte's occupied volume
 of a slab box (analysis/volume.py: power-diagram cells of the electrolyte atoms).
 
-Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)"), ``msd_<species>.csv``
+Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size
+corrected", "g(r) finite-size corrected SEM"; analysis/rdf.py: Ganguly-van der Vegt correction, jackknife
+errors over the Na+ ions), ``msd_<species>.csv``
 ("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``.
 
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
@@ -29,21 +31,22 @@ no_window_reason, beta, beta_range, beta_ok, fit_window_ps, search_window_ps, un
 sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
 t_plus_collective(_err), haven_ratio(_err), EH_diffusive, EH_no_window_reason, charge_scale,
 uncertainty methods}, rdf {pair: r_max_nm, bins,
-normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn},
+normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn, tail
+{window_nm, window_A, g, g_sem, g_corrected, g_corrected_sem, n_bins, uncertainty_method} (the mean of g
+over analysis.rdf_tail_window_nm, which is 1 for a structureless reference; null when the window lies
+beyond r_max)},
 pairing {free_fraction, cip_fraction, agg_fraction (+ _sem), cutoff_nm, tau_continuous_ps,
 tau_intermittent_ps, ...} or null, flags [strings], provenance. Non-finite numbers are written as null.
 
 analysis_cfg keys: rdf_r_max_nm (clipped to half the shortest box width with a warning), rdf_bins,
-msd_fit_start_fraction, msd_fit_end_fraction (the range the diffusive window is searched in), and
-optionally rdf_accessible_volume_nm3.
+msd_fit_start_fraction, msd_fit_end_fraction (the range the diffusive window is searched in),
+rdf_tail_window_nm, and optionally rdf_accessible_volume_nm3.
 For very short trajectories a fit window with < 2 lags is widened to all lags (flagged) so that
 finite numbers come out; beta is then flagged as not diffusive.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import warnings
 from pathlib import Path
 
@@ -54,12 +57,12 @@ from spemd.files import write_json_atomic, write_text_atomic
 from spemd.provenance import provenance
 from spemd.units import density_g_per_cm3, nm_to_angstrom
 
-from spemd.analysis._common import half_min_width_nm, load_universe, nan_to_none, run_together, select
+from spemd.analysis._common import csv_text, half_min_width_nm, load_universe, nan_to_none, run_together, select
 from spemd.analysis.conductivity import conductivity_from_positions
 from spemd.analysis.msd import MSD, fit_window
 from spemd.analysis.pairing import IonPairing
 from spemd.analysis.plots import plot_msd, plot_rdf
-from spemd.analysis.rdf import RDF
+from spemd.analysis.rdf import RDF, rdf_table
 from spemd.analysis.volume import ElectrolyteVolume, slab_atoms
 
 SELECTIONS = {
@@ -73,7 +76,7 @@ SELECTIONS = {
 PAIRS = (("Na-O_TFSI", "Na", "O_TFSI"), ("Na-O_ether", "Na", "O_ether"), ("Na-N_TFSI", "Na", "N_TFSI"),
          ("Na-metal", "Na", "metal"), ("Na-Na", "Na", "Na"))
 CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 0.1, "msd_fit_end_fraction": 0.5,
-                "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}}
+                "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}, "rdf_tail_window_nm": [0.6, 0.8]}
 _FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
              "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
              "uncertainty_method", "fit_chi2_per_dof", "dimension")
@@ -85,6 +88,10 @@ def _config(analysis_cfg):
         if k not in CFG_DEFAULTS:
             raise ConfigError(f"unknown key analysis.{k}; allowed keys here: {', '.join(sorted(CFG_DEFAULTS))}")
         cfg[k] = v
+    window = cfg["rdf_tail_window_nm"]
+    if not (isinstance(window, (list, tuple)) and len(window) == 2
+            and all(isinstance(x, (int, float)) for x in window) and 0 <= window[0] < window[1]):
+        raise ConfigError(f"analysis.rdf_tail_window_nm: {window!r} must be [r_lo, r_hi] in nm with 0 <= r_lo < r_hi")
     pair_names = [p[0] for p in PAIRS]
     for pair, radius in (cfg["shell_radius_nm"] or {}).items():
         if pair not in pair_names:
@@ -94,13 +101,17 @@ def _config(analysis_cfg):
     return cfg
 
 
-def _csv(header, *columns) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in zip(*columns):
-        w.writerow([f"{x:.8g}" for x in row])
-    return buf.getvalue()
+def _tail(rdf, window_nm, r_max_nm, name, flags):
+    """Mean g over the tail window, raw and finite-size corrected, with jackknife errors; None beyond r_max."""
+    lo, hi = (float(x) for x in window_nm)
+    if hi > r_max_nm * (1 + 1e-9):
+        flags.append(f"{name}: g(r) tail window [{lo}, {hi}] nm lies beyond r_max {r_max_nm:g} nm; no tail reported")
+        return None
+    raw, corr = rdf.window_mean(lo, hi, corrected=False), rdf.window_mean(lo, hi)
+    return {"window_nm": [lo, hi], "window_A": [float(nm_to_angstrom(lo)), float(nm_to_angstrom(hi))],
+            "g": raw["mean"], "g_sem": raw["sem"], "g_corrected": corr["mean"], "g_corrected_sem": corr["sem"],
+            "n_bins": raw["n_bins"],
+            "uncertainty_method": "delete-one jackknife over the Na+ ions (analysis/rdf.py)"}
 
 
 def _optional(u, key):
@@ -235,10 +246,12 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         }
         if not np.isfinite(rc):
             flags.append(f"{name}: no first-shell minimum found in g(r) up to {r_max} nm")
-        write_text_atomic(out_dir / f"rdf_{name}.csv", _csv(["r (nm)", "g(r)", "n(r)"], res.bins_nm, res.rdf, res.cn))
+        rdf_out[name]["tail"] = _tail(rdfs[name], cfg["rdf_tail_window_nm"], r_max, name, flags)
+        header, columns = rdf_table(res)
+        write_text_atomic(out_dir / f"rdf_{name}.csv", csv_text(header, *columns))
     for sp, m in msds.items():
         write_text_atomic(out_dir / f"msd_{sp}.csv",
-                          _csv(["lag (ps)", "MSD (nm^2)"], m.results.lagtimes_ps, m.results.msd_nm2))
+                          csv_text(["lag (ps)", "MSD (nm^2)"], m.results.lagtimes_ps, m.results.msd_nm2))
 
     pairing = None
     rc = rdf_out["Na-O_TFSI"]["first_shell_radius_nm"] if "Na-O_TFSI" in rdf_out else float("nan")

@@ -26,6 +26,30 @@ over the same non-excluded pairs. For a fluid uniform in x/y at any density prof
 film with a depleted layer, a box without slab) the tail of g is 1; in a plain box the reference equals
 the volume one. It needs an orthorhombic box whose z axis is the slab normal.
 
+Finite-size (canonical) correction (Ganguly & van der Vegt, J. Chem. Theory Comput. 2013, 9, 1347):
+a box holds a fixed number of B atoms, so the n(r) of them an A atom holds within r are missing from
+the rest of the box, and the raw tail tends to (N_B - n(r)) / (N_B - n_id(r)) instead of 1. With
+strongly paired ions in a small box (6 Na+, 24 O(TFSI)) that is -5 to -10 % at 6-8 A. ``rdf_corrected``
+uses the conditional ideal-gas count instead: every B atom that is not within r of the A atom is
+spread by the reference over the region outside r only,
+
+    g_corr(r) = sum_f c_f(r) / sum_f sum_a sum_(b: d_ab >= r) p_ab(r) / (1 - P_ab(r)),
+
+p_ab(r) the reference probability of b in the bin around r of a and P_ab(r) that of b within r (both
+at the bin centre; a pair in the bin counts half). With the volume reference p = shell / V and
+P = V_r / V, and this is g(r) (N_B - n_id(r)) / (N_B - n(r)), eq. 9 of the paper. With the lateral
+reference the same sum also drops the B atoms an A atom holds from the reference of its outer shells:
+uncorrected, the lateral reference spreads them over the whole plane at their own height, which
+lowers the raw tail of a slab box's paired ions further (a centre holding 3 of 40 B atoms in a 3 nm
+box: 0.85 lateral, 0.925 volume; both 1 corrected). It needs r_min = 0 (every pair within r must be
+known); otherwise ``rdf_corrected`` is NaN.
+
+Uncertainty: the A atoms are the independent samples (in a polymer electrolyte an ion barely moves in
+a short run, so frames are not); ``rdf_sem`` is the delete-one jackknife standard error over A atoms
+of the ratio estimator count / ideal-gas count (and of the corrected g for ``rdf_corrected_sem``);
+:meth:`RDF.window_mean` gives the mean of g over a range of r (e.g. the tail) with its jackknife error.
+With one A atom the errors are NaN.
+
 Preconditions: a periodic box in every frame; r_max not above half the shortest box width (minimum
 image). Memory is independent of the number of frames: one histogram is accumulated per frame from
 the pairs within r_max (periodic KD-tree, ``scipy.spatial.cKDTree(boxsize=...)``, for orthorhombic
@@ -55,6 +79,8 @@ EXCLUDE_CHOICES = (None, "residue")
 KERNELS = ("kdtree", "capped")
 NORMALISATIONS = ("volume", "lateral")
 _DZ_BINS = 4000  # |dz| histogram on [0, r_max) for the lateral reference: bin error < 1e-6 of a shell
+_A_CHUNK = 256  # A atoms per block of the lateral reference (memory: _A_CHUNK x _DZ_BINS floats)
+_PAIR_CHUNK = 20000  # counted pairs per block of the conditional lateral reference (x bins floats)
 
 
 class RDF(AnalysisBase):
@@ -76,7 +102,8 @@ class RDF(AnalysisBase):
     Results (``.results``): ``bins_nm`` (bin centres), ``edges_nm``, ``rdf``, ``cn`` (running
     coordination number at the bin's upper edge), ``count`` (total pair counts per bin), ``n_pairs``,
     ``normalisation``, ``mean_volume_nm3``, ``peaks_nm``, ``first_peak_nm``,
-    ``first_shell_radius_nm``, ``first_shell_cn``.
+    ``first_shell_radius_nm``, ``first_shell_cn``, ``rdf_sem``, ``rdf_corrected`` (finite-size
+    corrected), ``rdf_corrected_sem``, ``n_b_per_a`` (mean non-excluded B atoms per A atom).
     """
 
     def __init__(self, group_a, group_b, r_max_nm=1.0, bins=200, r_min_nm=0.0, exclude_same=None,
@@ -134,6 +161,21 @@ class RDF(AnalysisBase):
         elif self._check_identity:
             excluded = int(np.intersect1d(ia, ib).size)
         self._n_pairs = len(ia) * len(ib) - excluded
+        # non-excluded B atoms of each A atom, and per-A histograms for the finite-size correction and jackknife
+        if self.exclude_same == "residue":
+            same = np.searchsorted(ub, self._ra)
+            same = np.where((same < len(ub)) & (ub[np.minimum(same, len(ub) - 1)] == self._ra),
+                            cb[np.minimum(same, len(ub) - 1)], 0)
+        elif self._check_identity:
+            same = np.isin(ia, ib).astype(np.int64)
+        else:
+            same = np.zeros(len(ia), dtype=np.int64)
+        self._n_b_of_a = (len(ib) - same).astype(np.float64)
+        self._count_a = np.zeros((len(ia), self.nbins), dtype=np.int64)
+        self._expected_a = np.zeros((len(ia), self.nbins), dtype=np.float64)
+        self._expected_cond_a = np.zeros((len(ia), self.nbins), dtype=np.float64)  # finite-size corrected
+        mid = 0.5 * (self._edges_nm[1:] + self._edges_nm[:-1])
+        self._v_mid_nm3 = 4.0 / 3.0 * np.pi * mid**3
         if self._n_pairs <= 0:
             raise InputError("RDF groups: no pairs left after exclusions; check the selections and exclude_same")
         if self.normalisation == "lateral":
@@ -157,43 +199,84 @@ class RDF(AnalysisBase):
                 RuntimeWarning, stacklevel=2)
             self._warned_range = True
         pairs, dist = self._pairs_within(self.group_a.positions, self.group_b.positions, dims)
-        if len(dist):
-            if self.exclude_same == "residue":
-                keep = self._ra[pairs[:, 0]] != self._rb[pairs[:, 1]]
-                dist = dist[keep]
-            elif self._check_identity:
-                keep = self._ia[pairs[:, 0]] != self._ib[pairs[:, 1]]
-                dist = dist[keep]
-            idx = ((dist - self._rmin_A) * self._inv_dr_A).astype(np.int64)
-            idx = idx[(idx >= 0) & (idx < self.nbins) & (dist >= self._rmin_A)]
-            c = np.bincount(idx, minlength=self.nbins)
-        else:
-            c = np.zeros(self.nbins, dtype=np.int64)
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        owner, pairs_b = pairs[:, 0], pairs[:, 1]  # index in A, index in B
+        if self.exclude_same == "residue":
+            keep = self._ra[owner] != self._rb[pairs_b]
+            dist, owner, pairs_b = dist[keep], owner[keep], pairs_b[keep]
+        elif self._check_identity:
+            keep = self._ia[owner] != self._ib[pairs_b]
+            dist, owner, pairs_b = dist[keep], owner[keep], pairs_b[keep]
+        idx = ((dist - self._rmin_A) * self._inv_dr_A).astype(np.int64)
+        inside = (idx >= 0) & (idx < self.nbins) & (dist >= self._rmin_A)
+        idx, owner, pairs_b = idx[inside], owner[inside], pairs_b[inside]
+        c_a = np.bincount(owner * self.nbins + idx, minlength=self._count_a.size).reshape(self._count_a.shape)
+        c = c_a.sum(axis=0)
         self._count += c
+        self._count_a += c_a
         self._volume_sum += box_volume_nm3(dims)
         if self.normalisation == "lateral":
-            self._expected += self._lateral_reference(dims)
+            e_a, e_cond_a = self._lateral_reference(dims, owner, pairs_b, idx)
+            self._expected_a += e_a
+            self._expected_cond_a += e_cond_a
+            self._expected += e_a.sum(axis=0)
             return
         vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
         self._weighted += vol * c / self._shell_nm3
         self._expected += self._n_pairs * self._shell_nm3 / vol
+        self._expected_a += self._n_b_of_a[:, None] * self._shell_nm3[None, :] / vol
+        # conditional reference: the B atoms not within r (N_B - n(r)) spread over V - V_r
+        n_mid = np.cumsum(c_a, axis=1) - 0.5 * c_a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._expected_cond_a += ((self._n_b_of_a[:, None] - n_mid) * self._shell_nm3[None, :]
+                                      / (vol - self._v_mid_nm3[None, :]))
         self._n_volume_sum += vol
 
-    def _lateral_reference(self, dims):
-        """Ideal-gas pair count per bin of this frame with every B atom at its own height (module docstring)."""
+    def _lateral_reference(self, dims, pairs_a, pairs_b, bins):
+        """Ideal-gas pair counts per A atom and bin of this frame with every B atom at its own height
+        (module docstring): (plain, conditional). `pairs_a`, `pairs_b`, `bins`: the counted pairs (A index,
+        B index, r bin), whose own reference is dropped from the conditional count beyond their distance."""
         if not np.allclose(dims[3:], 90.0):
             raise InputError(f"RDF normalisation 'lateral': frame {self._ts.frame} has a triclinic box "
                              f"{np.asarray(dims[3:]).tolist()}; it needs an orthorhombic slab box")
         L = angstrom_to_nm(np.asarray(dims[:3], dtype=np.float64))
+        area = L[0] * L[1]
         za = angstrom_to_nm(self.group_a.positions[:, 2].astype(np.float64))
         zb = angstrom_to_nm(self.group_b.positions[:, 2].astype(np.float64))
-        dz = za[:, None] - zb[None, :]
-        dz = np.abs(dz - L[2] * np.round(dz / L[2]))
-        if self._keep is not None:
-            dz = dz[self._keep]
-        k = (dz * (_DZ_BINS / self.r_max_nm)).astype(np.int64)
-        hist = np.bincount(k[k < _DZ_BINS], minlength=_DZ_BINS)
-        return hist @ self._ring / (L[0] * L[1])
+        p = self._ring / area  # probability of b (at height dz) in the bin
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = p / (1.0 - (np.cumsum(p, axis=1) - 0.5 * p))  # ... given it is not within r
+        plain = np.empty((len(za), self.nbins))
+        cond = np.empty((len(za), self.nbins))
+        for lo in range(0, len(za), _A_CHUNK):  # bounded memory: a chunk of A atoms x _DZ_BINS at a time
+            hi = min(lo + _A_CHUNK, len(za))
+            k = self._dz_bins(za[lo:hi, None] - zb[None, :], L[2])
+            owner = np.broadcast_to(np.arange(hi - lo)[:, None], k.shape)
+            use = k < _DZ_BINS
+            if self._keep is not None:
+                use &= self._keep[lo:hi]
+            hist = np.bincount(owner[use] * _DZ_BINS + k[use], minlength=(hi - lo) * _DZ_BINS)
+            hist = hist.reshape(hi - lo, _DZ_BINS)
+            plain[lo:hi] = hist @ p
+            cond[lo:hi] = hist @ w
+        if len(bins):
+            # the pairs within r_max are known: drop each from the conditional count of the bins beyond it
+            j = self._dz_bins(za[pairs_a] - zb[pairs_b], L[2])
+            order = np.argsort(pairs_a, kind="stable")
+            pairs_a, j, bins = pairs_a[order], j[order], bins[order]
+            cols = np.arange(self.nbins)[None, :]
+            for lo in range(0, len(bins), _PAIR_CHUNK):
+                sl = slice(lo, lo + _PAIR_CHUNK)
+                mask = (cols > bins[sl, None]) + 0.5 * (cols == bins[sl, None])
+                rows = w[j[sl]] * mask
+                first = np.r_[0, np.nonzero(np.diff(pairs_a[sl]))[0] + 1]
+                cond[pairs_a[sl][first]] -= np.add.reduceat(rows, first, axis=0)
+        return plain, cond
+
+    def _dz_bins(self, dz, lz):
+        """|dz| (nm, minimum image along z) as bins of the lateral reference's dz histogram."""
+        dz = np.abs(dz - lz * np.round(dz / lz))
+        return (dz * (_DZ_BINS / self.r_max_nm)).astype(np.int64)
 
     def _pairs_within(self, pa, pb, dims):
         """(pairs (n, 2) as (index in A, index in B), distances in A) of all pairs closer than r_max."""
@@ -234,9 +317,60 @@ class RDF(AnalysisBase):
             r.normalisation = ("box volume (per frame)" if self.accessible_volume_nm3 is None
                                else f"accessible volume {self.accessible_volume_nm3:g} nm^3")
             r.normalisation_volume_nm3 = self._n_volume_sum / F
+        r.n_b_per_a = self._n_pairs / len(self._ia)
+        # finite-size corrected g, and delete-one-A-atom jackknife replicates (module docstring)
+        r.rdf_corrected = self._ratio(self._count, self._expected_cond_a.sum(axis=0))
+        if self.r_min_nm != 0.0:
+            r.rdf_corrected[:] = np.nan
+        g_jk, g_corr_jk = self._jackknife_replicates()
+        nan = np.full(self.nbins, np.nan)
+        r.rdf_sem = nan if g_jk is None else _jackknife_sem(g_jk)
+        r.rdf_corrected_sem = nan.copy() if g_corr_jk is None else _jackknife_sem(g_corr_jk)
+        self._jk = (g_jk, g_corr_jk)
         # expected ideal-gas count per bin over the run (same volumes and shells as g), for peak significance
         shells = first_shell(r.bins_nm, r.rdf, r.cn, self._count, self._expected)
         r.update(shells)
+
+    def _ratio(self, count, expected):
+        """count / expected where expected > 0 (NaN elsewhere, and everywhere unless r_min = 0 for the
+        conditional reference, which needs every pair within r)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(expected > 0, count / expected, np.nan)
+
+    def _jackknife_replicates(self):
+        """g(r) and corrected g(r) with each A atom left out in turn: (N_A, bins) each; None with one A atom."""
+        if len(self._ia) < 2:
+            return None, None
+        count = self._count[None, :] - self._count_a
+        g = self._ratio(count, self._expected[None, :] - self._expected_a)
+        g_cond = self._ratio(count, self._expected_cond_a.sum(axis=0)[None, :] - self._expected_cond_a)
+        if self.r_min_nm != 0.0:
+            g_cond[:] = np.nan
+        return g, g_cond
+
+    def window_mean(self, lo_nm, hi_nm, corrected=True):
+        """Mean of g over the bins whose centres lie in [lo_nm, hi_nm), with its jackknife standard error.
+
+        Returns {"mean", "sem", "n_bins", "window_nm", "corrected"}; ``corrected`` uses the finite-size
+        corrected g (module docstring). Raises ConfigError when no bin centre lies in the window."""
+        r = self.results
+        sel = (r.bins_nm >= lo_nm) & (r.bins_nm < hi_nm)
+        if not np.any(sel):
+            raise ConfigError(f"RDF window [{lo_nm}, {hi_nm}) nm: no bin centre inside "
+                              f"[{r.bins_nm[0]:.4g}, {r.bins_nm[-1]:.4g}] nm")
+        g = r.rdf_corrected if corrected else r.rdf
+        reps = self._jk[1 if corrected else 0]
+        sem = float("nan") if reps is None else float(_jackknife_sem(np.mean(reps[:, sel], axis=1)[:, None])[0])
+        return {"mean": float(np.mean(g[sel])), "sem": sem, "n_bins": int(np.sum(sel)),
+                "window_nm": [float(lo_nm), float(hi_nm)], "corrected": bool(corrected)}
+
+
+def _jackknife_sem(replicates):
+    """Delete-one jackknife standard error along axis 0."""
+    n = replicates.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins (no ideal-gas count) stay NaN
+        return np.sqrt((n - 1) / n * np.nansum((replicates - np.nanmean(replicates, axis=0)) ** 2, axis=0))
 
 
 def _smooth(y, width=3):
@@ -334,9 +468,18 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
     return out
 
 
+RDF_COLUMNS = ("r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size corrected", "g(r) finite-size corrected SEM")
+
+
+def rdf_table(results):
+    """(header, columns) of an RDF result for a CSV file: RDF_COLUMNS, one row per bin."""
+    return list(RDF_COLUMNS), [results.bins_nm, results.rdf, results.cn, results.rdf_sem, results.rdf_corrected,
+                               results.rdf_corrected_sem]
+
+
 def rdf_peaks_angstrom(results) -> list[float]:
     """Peak positions of an RDF result in Angstrom (for reports and plots)."""
     return [float(x) for x in nm_to_angstrom(np.asarray(results.peaks_nm, dtype=float))]
 
 
-__all__ = ["RDF", "first_shell", "rdf_peaks_angstrom"]
+__all__ = ["RDF", "RDF_COLUMNS", "first_shell", "rdf_peaks_angstrom", "rdf_table"]

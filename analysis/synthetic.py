@@ -9,6 +9,10 @@ interval ``dt_ps``. Everything is deterministic for a given seed.
 - :func:`ballistic_universe`: x(t) = x0 + v t with |v_i| = 1 nm/ps per component: MSD(t) = d t^2.
 - :func:`uniform_universe`: uncorrelated uniform points: g(r) = 1 (ideal gas).
 - :func:`fcc_universe`: an FCC lattice: shells at a/sqrt(2) (12), a (6), a sqrt(3/2) (24), ...
+- :func:`bound_ligand_universe`: n_a centres (resname A), each holding k B atoms at a fixed distance, and
+  n_free further B atoms uniform in the box, new positions each frame: beyond the bound shell the B
+  density around a centre is (N_B - k)/V exactly, so the tail of g is (N_B - k)/N_B and the
+  finite-size corrected tail is 1 (Ganguly & van der Vegt 2013).
 """
 
 from __future__ import annotations
@@ -74,6 +78,21 @@ def uniform_universe(n_a=200, n_b=400, n_frames=20, box_nm=(3.0, 3.0, 3.0), seed
     n = n_a + n_b
     pos = rng.random((n_frames, n, 3)) * np.asarray(box_nm, dtype=float)
     return _universe(n, pos, box_nm, 1.0, resnames=["A"] * n_a + ["B"] * n_b, names=["A"] * n_a + ["B"] * n_b)
+
+
+def bound_ligand_universe(n_a=10, k=3, n_free=10, bond_nm=0.2, n_frames=400, box_nm=(3.0, 3.0, 3.0), seed=0):
+    """Centres (resname A) with `k` bound B atoms each at `bond_nm` in random directions, plus `n_free`
+    uniform B atoms (resname B for all B atoms); every atom its own residue; independent frames."""
+    rng = np.random.default_rng(seed)
+    box = np.asarray(box_nm, dtype=float)
+    centres = rng.random((n_frames, n_a, 1, 3)) * box
+    u = rng.normal(size=(n_frames, n_a, k, 3))
+    bound = centres + bond_nm * u / np.linalg.norm(u, axis=-1, keepdims=True)
+    free = rng.random((n_frames, n_free, 3)) * box
+    pos = np.concatenate([centres[:, :, 0], bound.reshape(n_frames, n_a * k, 3), free], axis=1)
+    n_b = n_a * k + n_free
+    return _universe(n_a + n_b, np.mod(pos, box), box, 1.0, resnames=["A"] * n_a + ["B"] * n_b,
+                     names=["A"] * n_a + ["B"] * n_b)
 
 
 def fcc_universe(a_nm=0.4, cells=4, n_frames=2, jitter_nm=0.0, seed=0):

@@ -24,7 +24,18 @@ def test_files_and_columns(produced):
     out, res = produced
     for pair in ("Na-O_TFSI", "Na-O_ether", "Na-N_TFSI", "Na-Na"):
         rows = list(csv.reader((out / f"rdf_{pair}.csv").open()))
-        assert rows[0] == ["r (nm)", "g(r)", "n(r)"] and len(rows) == 101
+        assert rows[0] == ["r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size corrected",
+                           "g(r) finite-size corrected SEM"] and len(rows) == 101
+        # transport.json's tail is the mean of the file's g over the window's bins (6-8 A by default)
+        r = np.array([float(row[0]) for row in rows[1:]])
+        g, g_corr = (np.array([float(row[k]) for row in rows[1:]]) for k in (1, 4))
+        tail = res["rdf"][pair]["tail"]
+        assert tail["window_A"] == [6.0, 8.0]
+        window = (r >= 0.6) & (r < 0.8)
+        assert tail["n_bins"] == int(window.sum()) > 0
+        assert tail["g"] == pytest.approx(g[window].mean(), rel=1e-6)
+        assert tail["g_corrected"] == pytest.approx(g_corr[window].mean(), rel=1e-6)
+        assert tail["g_sem"] > 0 and tail["g_corrected_sem"] > 0
     assert not (out / "rdf_Na-metal.csv").exists()  # no MOF in this box
     for sp in ("Na", "TFSI"):
         rows = list(csv.reader((out / f"msd_{sp}.csv").open()))

@@ -3,7 +3,7 @@ import pytest
 from MDAnalysis.analysis.rdf import InterRDF
 
 from spemd.analysis.rdf import RDF, first_shell
-from spemd.analysis.synthetic import _universe, fcc_universe, uniform_universe
+from spemd.analysis.synthetic import _universe, bound_ligand_universe, fcc_universe, uniform_universe
 from spemd.errors import ConfigError, InputError
 
 
@@ -130,3 +130,60 @@ def test_first_shell_ignores_noise_dips_on_small_samples():
         out = first_shell(r, count / expected, np.cumsum(count) / 4, count, expected)
         radii.append(out["first_shell_radius_nm"])
     assert np.all(np.abs(np.array(radii) - 0.34) <= 0.03), radii
+
+
+@pytest.mark.parametrize("normalisation", ["volume", "lateral"])
+def test_finite_size_correction_restores_a_tail_of_one(normalisation):
+    """Each of 10 centres holds 3 of the box's 40 B atoms at 0.2 nm: beyond that the B density around a
+    centre is 37/V, so the raw tail is 37/40 with the volume reference. The lateral reference also spreads
+    the 3 held atoms over the plane at their own height: each adds exactly pi (r_hi^2 - r_lo^2) / A_xy to
+    a bin beyond 0.2 nm, so its raw tail is lower. Corrected, both are 1."""
+    L = 3.0
+    u = bound_ligand_universe(n_a=10, k=3, n_free=10, n_frames=400, box_nm=(L, L, L), seed=3)
+    rdf = RDF(u.select_atoms("resname A"), u.select_atoms("resname B"), r_max_nm=1.0, bins=50,
+              normalisation=normalisation).run()
+    res = rdf.results
+    assert res.n_b_per_a == 40
+    lo, hi = res.edges_nm[:-1], res.edges_nm[1:]
+    free = 37 * 4 / 3 * np.pi * (hi**3 - lo**3) / L**3
+    held = 3 * np.pi * (hi**2 - lo**2) / L**2 if normalisation == "lateral" else 3 * free / 37
+    tail = res.bins_nm >= 0.5
+    raw, corr = rdf.window_mean(0.5, 1.0, corrected=False), rdf.window_mean(0.5, 1.0)
+    assert raw["mean"] == pytest.approx(np.mean((free / (free + held))[tail]), abs=0.02)
+    assert corr["mean"] == pytest.approx(1.0, abs=0.02)
+    assert corr["corrected"] and corr["n_bins"] == 25
+    assert 0 < raw["sem"] < 0.02 and 0 < corr["sem"] < 0.02
+    # inside the held shell (r < 0.2 nm) nothing is held yet: the correction is only 1 - n_id(r) / N_B, < 0.5 %
+    assert res.cn[-1] > 3
+    np.testing.assert_allclose(res.rdf_corrected[:9], res.rdf[:9], rtol=5e-3)
+
+
+def test_finite_size_correction_of_identical_atoms_counts_the_others():
+    """Uniform points, A = B: n_b_per_a is N - 1 and an ideal gas needs no correction."""
+    u = uniform_universe(n_a=30, n_b=0, n_frames=200, seed=5)
+    a = u.select_atoms("resname A")
+    rdf = RDF(a, a, r_max_nm=1.2, bins=24).run()
+    assert rdf.results.n_b_per_a == 29
+    assert rdf.window_mean(0.6, 1.2)["mean"] == pytest.approx(1.0, abs=0.03)
+    assert np.all(np.isnan(RDF(a, a, r_min_nm=0.1, r_max_nm=1.2, bins=22).run().results.rdf_corrected))
+
+
+def test_jackknife_error_of_the_tail_matches_the_spread_of_independent_samples():
+    """30 independent small samples (8 centres, 200 B atoms, 5 frames): the mean reported jackknife error
+    of the 0.6-1.0 nm tail is the standard deviation of the 30 tails (within the sampling of 30)."""
+    tails, sems = [], []
+    for seed in range(30):
+        u = uniform_universe(n_a=8, n_b=200, n_frames=5, seed=100 + seed)
+        w = RDF(u.select_atoms("resname A"), u.select_atoms("resname B"), r_max_nm=1.0, bins=20).run() \
+            .window_mean(0.6, 1.0, corrected=False)
+        tails.append(w["mean"])
+        sems.append(w["sem"])
+    ratio = np.mean(sems) / np.std(tails, ddof=1)
+    assert 0.7 < ratio < 1.4, ratio
+
+
+def test_window_outside_the_bins_is_a_config_error():
+    u = uniform_universe(n_a=5, n_b=5, n_frames=2)
+    rdf = RDF(u.select_atoms("resname A"), u.select_atoms("resname B"), r_max_nm=0.8, bins=8).run()
+    with pytest.raises(ConfigError, match=r"window \[0.9, 1.0\) nm"):
+        rdf.window_mean(0.9, 1.0)
