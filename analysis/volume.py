@@ -42,7 +42,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from scipy.spatial import cKDTree
 
 from spemd.errors import InputError
-from spemd.slab import FILM_CENTRE_CLEARANCE_NM, MOF_RESIDUES, VDW_RADIUS_NM
+from spemd.slab import FILM_CENTRE_CLEARANCE_NM, MOF_RESIDUES, VDW_RADIUS_NM, film_centre_band, film_centre_density_g_cm3, film_gap
 from spemd.units import angstrom_to_nm, density_g_per_cm3
 
 from spemd.analysis._common import require_box
@@ -84,42 +84,6 @@ def _elements(group):
         return group.elements
     except Exception:  # topology without elements: fall back to the type/name guess MDAnalysis made
         return group.types
-
-
-def film_gap(slab_z_nm, height_nm: float) -> tuple[float, float]:
-    """(z_lo, z_hi), z_hi > z_lo: the largest gap between slab atom centres on the periodic z axis, the film.
-
-    z_hi may exceed `height_nm` when the film crosses the periodic boundary.
-    """
-    z = np.sort(np.mod(np.asarray(slab_z_nm, dtype=float), height_nm))
-    if not len(z):
-        raise InputError("film gap: no slab atoms")
-    gaps = np.diff(np.r_[z, z[0] + height_nm])
-    k = int(np.argmax(gaps))
-    return float(z[k]), float(z[k] + gaps[k])
-
-
-def film_centre_band(electrolyte_z_nm, slab_z_nm, height_nm: float,
-                     clearance_nm: float = FILM_CENTRE_CLEARANCE_NM) -> tuple[np.ndarray, float]:
-    """(inside, thickness_nm): which electrolyte atoms lie in the film-centre band, and the band's thickness.
-
-    InputError when the film has no centre band."""
-    lo, hi = film_gap(slab_z_nm, height_nm)
-    band_lo, band_hi = lo + clearance_nm, hi - clearance_nm
-    if not band_hi - band_lo > 0:
-        raise InputError(f"film-centre density: the film between the slab faces is {hi - lo:.4g} nm thick, not "
-                         f"more than twice the clearance of {clearance_nm:g} nm (spemd.slab.FILM_CENTRE_CLEARANCE_NM); "
-                         "build a box with more electrolyte above the slab")
-    z = np.mod(np.asarray(electrolyte_z_nm, dtype=float) - band_lo, height_nm)  # band is [0, band_hi - band_lo)
-    return z < band_hi - band_lo, band_hi - band_lo
-
-
-def film_centre_density_g_cm3(electrolyte_z_nm, electrolyte_mass_amu, slab_z_nm, area_nm2: float,
-                              height_nm: float, clearance_nm: float = FILM_CENTRE_CLEARANCE_NM) -> float:
-    """Film-centre density (module docstring) of one frame; InputError when the film has no centre band."""
-    inside, thickness = film_centre_band(electrolyte_z_nm, slab_z_nm, height_nm, clearance_nm)
-    mass = float(np.sum(np.asarray(electrolyte_mass_amu, dtype=float)[inside]))
-    return density_g_per_cm3(mass, area_nm2 * thickness)
 
 
 def occupied_volume_nm3(positions_nm, box_lengths_nm, radii_nm, is_electrolyte, spacing_nm: float = GRID_SPACING_NM,

@@ -5,8 +5,9 @@ builds what the study builds); optionally also the time to parametrise CPE-10.
 Usage: python benchmarks/build_speed.py [--density G_CM3 ...] [--target G_CM3] [--out DIR] [--parametrise]
 The chains are grown at the start density (default: paper.yaml's build.start_density_g_cm3), then the
 box is compressed under a soft-core repulsion to the target electrolyte density (default: its
-build.target_density_g_cm3; the issue's bar is >= 1.0), the electrolyte's volume being the box minus
-the slab's z-extent. Fails (exit 1) when a box misses either bar.
+build.target_density_g_cm3; the issue's bar is >= 1.0): PEO's whole box, CPE-10's film centre (the
+slab box is compressed in z until it holds the target, systems/build.py). Fails (exit 1) when a box
+misses either bar.
 """
 
 import argparse

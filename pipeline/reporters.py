@@ -24,8 +24,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from spemd.analysis.volume import film_centre_density_g_cm3
-from spemd.slab import MOF_RESIDUES
+from spemd.slab import MOF_RESIDUES, film_centre_density_g_cm3
 from spemd.pipeline.dcd import DCDWriter
 from spemd.errors import SimulationError
 from spemd.files import atomic_path

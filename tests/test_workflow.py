@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -137,16 +136,17 @@ def test_default_boxes_built_at_density_and_npt_runs_until_plateau(default_run):
     plateau-controlled NPT stage records its checks, and CPE's electrolyte (its film centre,
     analysis/volume.py) ends the NPT stage near PEO's density.
 
-    Issue 13 asks for CPE within 3 % of PEO. Measured on this 3.2 nm film (NPT second half, film centre
-    against PEO's box) in six runs on two machines: -2.3, -3.8, -4.0, -7.0, -3.3 and -6.6 %, while PEO's own
-    mean moved between 1.103 and 1.14 g/cm3 (+-1.7 %) from run to run: at this size the 3 % is inside the
-    noise of one run. Part of the gap can be composition (below); composition-matched it was -2.0, -5.1,
-    -3.1 and -4.7 % in the four runs that recorded the film centre's salt. With the NPT stage at 32 ps
-    (config now): -5.0 % raw, -3.3 % matched, PEO at 1.139. The bound here (6 %, matched)
-    still fails the old z-extent density (+9 %) and the occupied-volume density (-15 %)."""
+    Issue 13 asks for CPE within 3 % of PEO. PEO's own NPT mean moves between 1.103 and 1.148 g/cm3 from run
+    to run (+-2 %), so at this size the 3 % is inside the noise of one run. Measured (NPT second half, film
+    centre against PEO's box, composition-matched below): with the builder filling only the region outside
+    the slab's z-extent, -2.0, -5.1, -3.1, -4.7, -3.3 and -4.2 % in six runs; since the builder compresses
+    until the film centre holds the target (systems/build.py), -2.5 % (raw -3.5 %) in the first run. The
+    bound here (6 %, matched) still fails the old z-extent density (+9 %) and the occupied-volume density
+    (-15 %)."""
     import MDAnalysis as mda
 
     from spemd.analysis.volume import ElectrolyteVolume, electrolyte_reference_density, slab_atoms
+    from spemd.systems.build import FILM_CENTRE_TOLERANCE
 
     T = f"{DEFAULT['temperatures_K'][0]:g}"
     target = DEFAULT["build"]["target_density_g_cm3"]
@@ -156,17 +156,18 @@ def test_default_boxes_built_at_density_and_npt_runs_until_plateau(default_run):
         npt, d = _npt_electrolyte_density(run, T)
         assert d["column"] == "Electrolyte Density (g/mL)"
         built = json.loads((run / "build" / "composition.json").read_text())["electrolyte_density_g_cm3"]
-        assert abs(built - target) < 1e-6 * target, (system, built)
         u = mda.Universe(str(run / "build" / "box.pdb"))
         slab = slab_atoms(u)
-        if slab is not None:  # the start on the NPT stage's own measure: the film centre of the built box
-            built = ElectrolyteVolume(slab, u.atoms - slab, max_volume_frames=1).run().results.mean_film_centre_density_g_cm3
-        # PEO within the issue's 5 %. CPE's film centre as built is 1.105; the 500 K anneal lets the electrolyte
-        # soak into the slab's surface pores (film centre ~1.03 after it), and the NPT stage then shrinks the
-        # box for ~32 ps. With a 16 ps stage its second half measured 1.096, 1.097 and, in one run of seven,
-        # 1.030 (-7 %, the box still shrinking); with 32 ps: 1.082. A 10-EO chain is ~3 % of the film's mass,
-        # so where a few chains end up sets it. Bound: 8 % for the slab box.
-        bound = 0.08 if slab is not None else 0.05
+        assert abs(built - target) < (1e-6 if slab is None else FILM_CENTRE_TOLERANCE) * target, (system, built)
+        if slab is not None:  # the builder's film centre is the analysis's (the NPT stage's own measure)
+            measured = ElectrolyteVolume(slab, u.atoms - slab, max_volume_frames=1).run().results.mean_film_centre_density_g_cm3
+            assert measured == pytest.approx(built, rel=2e-3)
+        # PEO within the issue's 5 %. CPE's 500 K anneal lets the electrolyte soak into the slab's surface
+        # pockets (to 0.66 nm deep; 6 % of its mass inside the slab's atom-centre extent as built, 10 % after
+        # the anneal), so its film centre drops from 1.144 to 1.064 and the NPT stage's second half measured
+        # 1.108 (-3.3 %). Built only outside the slab's z-extent it started at 1.105 and measured 1.030-1.097.
+        # A 10-EO chain is ~3 % of the film's mass, so where a few chains end up sets it. Bound: 6 % for the slab box.
+        bound = 0.06 if slab is not None else 0.05
         assert abs(built - d["mean"]) / d["mean"] < bound, (system, built, d["mean"])
         eq = json.loads((run / f"{T}K" / "md" / npt["name"] / "done.json").read_text())["equilibration"]
         assert eq["checks"] and eq["stopped_at_ps"] <= npt["max_time_ps"] + 1e-9
