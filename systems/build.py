@@ -39,7 +39,7 @@ from spemd import units
 from spemd.errors import BuildError, ConfigError, one_of
 from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance
-from spemd.slab import FILM_CENTRE_CLEARANCE_NM, VDW_RADIUS_NM, film_centre_band, film_centre_density_g_cm3
+from spemd.slab import FILM_CENTRE_CLEARANCE_NM, VDW_RADIUS_NM, film_centre_band
 from spemd.resources import forcefield_xml
 from spemd.systems import molecules
 
@@ -305,7 +305,7 @@ def _film_centre_density(top: app.Topology, xyz: np.ndarray, box: np.ndarray, n_
     """(film-centre density g/cm3, band thickness nm) of a slab box whose first `n_fixed` atoms are the slab."""
     masses = np.array([a.element.mass.value_in_unit(u.dalton) for a in top.atoms()])[n_fixed:]
     inside, thickness = film_centre_band(xyz[n_fixed:, 2], xyz[:n_fixed, 2], box[2])
-    return film_centre_density_g_cm3(xyz[n_fixed:, 2], masses, xyz[:n_fixed, 2], box[0] * box[1], box[2]), thickness
+    return units.density_g_per_cm3(float(masses[inside].sum()), box[0] * box[1] * thickness), thickness
 
 
 def _compress_film_centre(top, xyz, box, n_fixed: int, slab_hi: float, target: float, key: str, cutoff_nm: float):
@@ -317,8 +317,7 @@ def _compress_film_centre(top, xyz, box, n_fixed: int, slab_hi: float, target: f
     against the slab's rough faces. Each round scales the film by rho / target, the step that would be
     exact for a uniform film (at most MAX_FILM_CENTRE_STEP of it), so the centre approaches the target
     from below (a secant step overshot by up to 3 %: a chain entering the band of the default box adds
-    ~3 % to it). Returns (xyz, box, rounds run);
-    BuildError when FILM_CENTRE_ROUNDS do not reach the target.
+    ~3 % to it). Returns (xyz, box, rounds run); BuildError when FILM_CENTRE_ROUNDS do not reach the target.
     """
     rho, band = _film_centre_density(top, xyz, box, n_fixed)
     for rounds in range(FILM_CENTRE_ROUNDS + 1):

@@ -168,8 +168,9 @@ def test_default_boxes_built_at_density_and_npt_runs_until_plateau(default_run):
         # PEO within the 5 %. CPE's 500 K anneal lets the electrolyte soak into the slab's surface
         # pockets (to 0.66 nm deep; 6 % of its mass inside the slab's atom-centre extent as built, 10 % after
         # the anneal), so its film centre drops from 1.144 to 1.064 and the NPT stage's second half measured
-        # 1.108 and 1.120 (-3.3, -2.1 %). Built only outside the slab's z-extent it started at 1.105 and measured 1.030-1.097.
-        # A 10-EO chain is ~3 % of the film's mass, so where a few chains end up sets it. Bound: 6 % for the slab box.
+        # 1.108 and 1.120 (-3.3, -2.1 %). Built only outside the slab's z-extent it started at 1.105 and
+        # measured 1.030-1.097. A 10-EO chain is ~3 % of the film's mass, so where a few chains end up sets
+        # it. Bound: 6 % for the slab box.
         bound = 0.06 if slab is not None else 0.05
         assert abs(built - d["mean"]) / d["mean"] < bound, (system, built, d["mean"])
         eq = json.loads((run / f"{T}K" / "md" / npt["name"] / "done.json").read_text())["equilibration"]
