@@ -27,6 +27,20 @@ from spemd.units import angstrom_to_nm
 TIME_SPACING_RTOL = 1e-4
 
 
+def dcd_not_a_dcd(path) -> str | None:
+    """One line if `path` is empty or does not start like a DCD (84-byte record + "CORD", either byte order)."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        return f"trajectory {os.fspath(path)}: empty file; expected a DCD trajectory"
+    if head in (struct.pack("<i", 84) + b"CORD", struct.pack(">i", 84) + b"CORD"):
+        return None
+    what = " (it is gzip-compressed: gunzip it first)" if head[:2] == b"\x1f\x8b" else ""
+    return f"trajectory {os.fspath(path)}: not a DCD file{what}; expected a CHARMM/OpenMM DCD trajectory"
+
+
 def dcd_truncation(path) -> str | None:
     """One line naming the frames if a (little-endian CHARMM/OpenMM) DCD is cut short, else None."""
     import struct
@@ -67,6 +81,9 @@ def load_universe(topology, trajectory=None, dt_ps=None):
         if path is not None and not os.path.exists(path):
             raise InputError(f"{label} {os.fspath(path)}: file does not exist")
     if trajectory is not None and os.fspath(trajectory).lower().endswith(".dcd"):
+        not_dcd = dcd_not_a_dcd(trajectory)
+        if not_dcd:  # refused here: MDAnalysis' half-built reader prints a traceback when it is collected
+            raise InputError(not_dcd)
         problem = dcd_truncation(trajectory)
         if problem:  # MDAnalysis reads such a file silently, with fewer frames
             warnings.warn(problem, stacklevel=2)
@@ -309,3 +326,49 @@ def nan_to_none(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+def check_finite(ts, groups, label: str) -> None:
+    """InputError naming the frame and the first atom whose coordinates are NaN or infinite.
+
+    A blown-up or damaged trajectory otherwise gives all-NaN MSDs (reported as "run longer") or a
+    scipy traceback; no analysis here can use such a frame."""
+    for group in groups:
+        pos = group.positions
+        bad = ~np.isfinite(pos).all(axis=1)
+        if bad.any():
+            atom = group[int(np.argmax(bad))]
+            raise InputError(
+                f"{label}: frame {ts.frame} (t = {ts.time:g} ps) has a non-finite coordinate for atom {atom.index} "
+                f"({atom.resname} {atom.resid} {atom.name}): {pos[int(np.argmax(bad))].tolist()}; the trajectory is "
+                "damaged or the run blew up - analyse the frames before it (stop) or rerun the stage"
+            )
+
+
+#: nominal charge (e) of each residue of the project's naming contract (docs/contracts.md): an ion
+#: selection is checked with these when the topology carries no charges (a PDB does not)
+NOMINAL_RESIDUE_CHARGE_E = {"NA": 1.0, "TFS": -1.0, "PEH": 0.0, "PEM": 0.0, "PET": 0.0}
+
+
+def net_charge_e(group) -> float | None:
+    """Net charge (e) of the residues `group` touches: topology charges if any, else the nominal charges of
+    NOMINAL_RESIDUE_CHARGE_E; None when neither is known (residues outside the naming contract)."""
+    residues = group.residues
+    if hasattr(residues.atoms, "charges") and np.any(residues.atoms.charges != 0):
+        return float(np.sum(residues.atoms.charges))
+    names = [str(r) for r in residues.resnames]
+    if not all(n in NOMINAL_RESIDUE_CHARGE_E for n in names):
+        return None
+    return float(sum(NOMINAL_RESIDUE_CHARGE_E[n] for n in names))
+
+
+def check_ion_species(cations, anions) -> None:
+    """InputError unless the cations carry a positive and the anions a negative net charge."""
+    for group, label, sign in ((cations, "cations", 1.0), (anions, "anions", -1.0)):
+        q = net_charge_e(group)
+        if q is not None and not q * sign > 0:
+            raise InputError(
+                f"conductivity {label}: net charge {q:+g} e ({len(group.residues)} residues: "
+                f"{', '.join(sorted(set(map(str, group.residues.resnames))))}); {label} must carry a "
+                f"{'positive' if sign > 0 else 'negative'} net charge (cations e.g. 'resname NA', anions 'resname TFS')"
+            )

@@ -13,6 +13,8 @@ uncertainties and provenance) and ``DIR/figures/<kind>.png|svg``.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from spemd.provenance import provenance
 from spemd.units import nm_to_angstrom
 
 from spemd.analysis._common import csv_text, load_universe, nan_to_none, select
+from spemd.analysis.console import summary_text
 
 KINDS = ("rdf", "msd", "conductivity")
 
@@ -36,31 +39,46 @@ def add_analyse_parser(subparsers):
         s = sub.add_parser(kind, help=f"{kind} of a trajectory")
         s.add_argument("--topology", required=True, help="topology file (PDB, GRO, PSF, ...)")
         s.add_argument("--trajectory", required=True, help="trajectory file (DCD, XTC, TRR, ...)")
-        s.add_argument("--select", required=True, help="MDAnalysis selection (cations for conductivity)")
+        s.add_argument("--select", required=True,
+                       help="MDAnalysis selection (cations for conductivity); `spemd inspect` suggests some")
         s.add_argument("--select2", default=None,
                        help="second selection (rdf: default = --select; conductivity: anions, required)")
-        s.add_argument("--dt-ps", type=float, default=None, help="frame interval (ps) if the trajectory has none")
-        s.add_argument("--out", required=True, help="output directory")
-        s.add_argument("--start", type=int, default=None)
-        s.add_argument("--stop", type=int, default=None)
-        s.add_argument("--step", type=int, default=None)
+        s.add_argument("--dt-ps", type=float, default=None,
+                       help="frame interval (ps) for a trajectory without one (default: the trajectory's)")
+        s.add_argument("--out", required=True, help="output folder (<kind>.json, <kind>.csv, figures/)")
+        s.add_argument("--start", type=int, default=None, help="first frame index (default: the first frame)")
+        s.add_argument("--stop", type=int, default=None, help="frame index to stop before (default: the end)")
+        s.add_argument("--step", type=int, default=None, help="use every step-th frame (default: every frame)")
+        s.add_argument("--quiet", action="store_true", help="print no summary (default: a short summary on stdout)")
+        s.add_argument("--json", action="store_true", help="print the result file's JSON instead of the summary")
+        s.add_argument("-v", "--verbose", dest="analyse_verbose", action="store_true",
+                       help="show MDAnalysis' and matplotlib's INFO log lines (default: warnings only)")
         if kind == "rdf":
-            s.add_argument("--r-max-nm", type=float, default=1.0)
-            s.add_argument("--bins", type=int, default=200)
-            s.add_argument("--exclude-same", choices=("none", "residue"), default="residue")
+            s.add_argument("--r-max-nm", type=float, default=1.0, help="largest distance r (nm; default %(default)s)")
+            s.add_argument("--bins", type=int, default=200, help="number of r bins (default %(default)s)")
+            s.add_argument("--exclude-same", choices=("none", "residue"), default="residue",
+                           help="skip pairs within one residue ('residue') or none (default %(default)s)")
             s.add_argument("--accessible-volume-nm3", type=float, default=None,
-                           help="normalise g(r) by this volume instead of the box volume")
+                           help="normalise g(r) by this volume (nm^3) instead of the box volume (default: the box's)")
             s.add_argument("--normalisation", choices=("volume", "lateral"), default="volume",
-                           help="'lateral' for a slab box: an ideal gas at each atom's own height (analysis/rdf.py)")
+                           help="'lateral' for a slab box: an ideal gas at each atom's own height (analysis/rdf.py); "
+                                "default %(default)s")
         else:
-            s.add_argument("--fit-start-fraction", type=float, default=0.1)
-            s.add_argument("--fit-end-fraction", type=float, default=0.5)
+            s.add_argument("--fit-start-fraction", type=float, default=0.1,
+                           help="earliest start of the diffusive fit window, as a fraction of the longest lag "
+                                "(dimensionless; default %(default)s)")
+            s.add_argument("--fit-end-fraction", type=float, default=0.5,
+                           help="latest end of the diffusive fit window, as a fraction of the longest lag "
+                                "(dimensionless; default %(default)s)")
         if kind == "msd":
-            s.add_argument("--compound", choices=("atoms", "residues", "molecules"), default="atoms")
-            s.add_argument("--no-unwrap", action="store_true", help="coordinates are already unwrapped")
+            s.add_argument("--compound", choices=("atoms", "residues", "molecules"), default="atoms",
+                           help="MSD of atoms or of residue/molecule centres of mass (default %(default)s)")
+            s.add_argument("--no-unwrap", action="store_true",
+                           help="coordinates are already unwrapped (default: unwrap across the box)")
         if kind == "conductivity":
-            s.add_argument("--charge-scale", type=float, default=1.0)
-            s.add_argument("--temperature-K", type=float, required=True)
+            s.add_argument("--charge-scale", type=float, default=1.0,
+                           help="ionic charge scale of the force field (dimensionless; default %(default)s)")
+            s.add_argument("--temperature-K", type=float, required=True, help="temperature (K)")
         s.set_defaults(func=run)
     return p
 
@@ -75,6 +93,9 @@ def run(args) -> int:
     """Run the ``analyse`` subcommand described by parsed `args`; returns 0."""
     kind = args.analyse_kind
     out = Path(args.out)
+    if not (getattr(args, "verbose", False) or getattr(args, "analyse_verbose", False)):
+        for name in ("MDAnalysis", "matplotlib"):  # their INFO lines bury the summary
+            logging.getLogger(name).setLevel(logging.WARNING)
     u = _load(args)
     run_kw = dict(start=args.start, stop=args.stop, step=args.step)
     g1 = select(u, args.select, "--select")
@@ -95,7 +116,9 @@ def run(args) -> int:
         record.update({"normalisation": res.normalisation, "peaks_A": list(nm_to_angstrom(np.asarray(res.peaks_nm))),
                        "first_shell_radius_nm": res.first_shell_radius_nm,
                        "first_shell_radius_A": nm_to_angstrom(res.first_shell_radius_nm),
-                       "first_shell_cn": res.first_shell_cn, "n_frames": res.n_frames})
+                       "first_shell_cn": res.first_shell_cn, "n_frames": res.n_frames,
+                       # why there is no shell, and the CN's error, where this RDF version gives them
+                       **{k: res[k] for k in ("first_shell_reason", "first_shell_cn_sem") if k in res}})
         plot_rdf([{"r_nm": res.bins_nm, "g": res.rdf, "cn": res.cn, "label": "A-B",
                    "first_shell_radius_nm": res.first_shell_radius_nm}], figs / "rdf")
     elif kind == "msd":
@@ -108,7 +131,8 @@ def run(args) -> int:
         write_text_atomic(out / "msd.csv", csv_text(["lag (ps)", "MSD (nm^2)"], res.lagtimes_ps, res.msd_nm2))
         record.update({k: res[k] for k in ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s",
                                            "diffusive", "no_window_reason", "beta", "beta_range", "fit_window_ps",
-                                           "uncertainty_method", "n_particles", "dt_ps")})
+                                           "uncertainty_method", "n_particles", "dt_ps")},
+                      **{k: res[k] for k in ("flags", "beta_flag") if k in res})
         plot_msd([{"lag_ps": res.lagtimes_ps, "msd_nm2": res.msd_nm2, "label": args.select,
                    "fit_window_ps": res.fit_window_ps, "D_nm2_per_ps": res.D_nm2_per_ps,
                    "dim": res.dimension, "beta": res.beta}], figs / "msd")
@@ -134,7 +158,13 @@ def run(args) -> int:
                                res.einstein_helfand["msd_M_total"]))
     record["provenance"] = provenance(config={k: v for k, v in vars(args).items() if k != "func"},
                                       inputs=[args.topology, args.trajectory])
-    write_json_atomic(out / f"{kind}.json", nan_to_none(record))
+    result_file = out / f"{kind}.json"
+    write_json_atomic(result_file, nan_to_none(record))
+    if getattr(args, "json", False):
+        print(result_file.read_text().rstrip())
+    elif not getattr(args, "quiet", False):
+        print(summary_text(kind, json.loads(result_file.read_text())))
+        print(f"  written: {result_file}")
     return 0
 
 

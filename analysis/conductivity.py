@@ -27,9 +27,11 @@ of M_+, M_- and M_+ + M_- are fitted by least squares (one collective trajectory
 weight a GLS with), and the covariance of the three slopes is the sandwich C S C^T with S their joint
 covariance (the Gaussian/Isserlis covariance of analysis.msd, with the cross-MSDs <dM_a . dM_b> for
 the off-diagonal blocks), so it carries the correlation of MSD points and of the three curves; sigma_+-,
-t+_collective (= 1/2 + (s_++ - s_--)/(2 sigma_EH)) and the Haven ratio get their errors by
-first-order propagation. The window starts at the later of the two ions' diffusive-window starts
-(one collective trajectory is too noisy for its own local-beta test) and ends at fit_end_fraction;
+t+_collective (= 1/2 + (s_++ - s_--)/(2 sigma_EH)) get their errors by first-order propagation. The
+Haven ratio H = sigma_NE / sigma_EH: (s_H/H)^2 = (s_NE/NE)^2 + (s_EH/EH)^2 - 2 Cov(NE, EH)/(NE EH),
+with the covariance of the two estimates from the same ions (:func:`ne_eh_covariance`, independent
+ions). The window starts at the later of the two ions' window starts (one collective trajectory is
+too noisy for its own constant-slope test) and ends at fit_end_fraction;
 with no diffusive window for either ion every EH value is NaN and ``no_window_reason`` says why.
 Preconditions as analysis.msd: unwrapped (or unwrappable) coordinates, equally spaced frames,
 Gaussian charge displacements at the window's lags.
@@ -43,10 +45,10 @@ from MDAnalysis.analysis.base import AnalysisBase
 from spemd.errors import ConfigError, InputError
 from spemd.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angstrom_to_nm, nm2_per_ps_to_cm2_per_s
 
-from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, compound_centres, compound_layout,
-                                    frame_spacing_ps, linear_fit)
-from spemd.analysis.msd import (_gamma_series, fit_diffusion, fit_lags, fit_window, loglog_slope,
-                                msd_covariance, msd_fft)
+from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, check_finite, check_ion_species,
+                                    compound_centres, compound_layout, frame_spacing_ps, linear_fit)
+from spemd.analysis.msd import (_gamma_series, _gls_rows, _pair_covariance, fit_diffusion, fit_lags, fit_window,
+                                loglog_slope, msd_covariance, msd_fft)
 
 
 def _prefactor_S_per_cm(volume_nm3: float, temperature_K: float) -> float:
@@ -152,7 +154,7 @@ def einstein_helfand(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3,
         tplus, t_err = nan, nan
     out.update({"t_plus_collective": float(tplus), "t_plus_collective_err": t_err,
                 "fit_window_ps": [float(lags[i0]), float(lags[i1])], "diffusive": True, "no_window_reason": None,
-                "beta_M": [loglog_slope(lags[i0:i1 + 1], m[i0:i1 + 1]) for m in (msd_pp, msd_mm, msd_tot)],
+                "fit_lags": [int(k) for k in sel], "beta_M": [loglog_slope(lags[i0:i1 + 1], m[i0:i1 + 1]) for m in (msd_pp, msd_mm, msd_tot)],
                 "uncertainty_method": (f"least-squares slopes of the three collective MSDs at {len(sel)} lags, "
                                        "slope covariance from their joint Gaussian (Isserlis) covariance with "
                                        "cross-MSDs (analysis.msd); sigma_+-, t+ by propagation")})
@@ -182,6 +184,7 @@ class Conductivity(AnalysisBase):
         super().__init__(cations.universe.trajectory, **kwargs)
         self.cations = check_atomgroup(cations, "conductivity cations")
         self.anions = check_atomgroup(anions, "conductivity anions")
+        check_ion_species(self.cations, self.anions)
         if not temperature_K > 0:
             raise ConfigError(f"temperature_K: {temperature_K!r} must be > 0")
         self.charge_scale = float(charge_scale)
@@ -203,6 +206,7 @@ class Conductivity(AnalysisBase):
         self._uc, self._ua = Unwrapper(), Unwrapper()
 
     def _single_frame(self):
+        check_finite(self._ts, (self.cations, self.anions), "conductivity trajectory")
         dims = self._ts.dimensions
         if dims is None or not np.all(np.asarray(dims[:3]) > 0):
             raise InputError(f"conductivity trajectory: frame {self._ts.frame} has no box; the volume is needed")
@@ -230,8 +234,8 @@ def conductivity_from_positions(cation_positions_nm, anion_positions_nm, dt_ps, 
     """Everything of :class:`Conductivity` from unwrapped positions (e.g. ``MSD.results.positions_nm``).
 
     `cation_fit`/`anion_fit`: already computed fit_diffusion dicts (e.g. MSD.results) to reuse.
-    Haven ratio H = sigma_NE / sigma_EH; its error treats the two as independent (they share the
-    trajectory and are positively correlated, so this overstates the error).
+    Haven ratio H = sigma_NE / sigma_EH; its error by first-order propagation with the covariance of the
+    two (:func:`ne_eh_covariance`: both come from the same ions' displacements).
     """
     cat, an = np.asarray(cation_positions_nm, dtype=float), np.asarray(anion_positions_nm, dtype=float)
     lags = np.arange(len(cat)) * dt_ps
@@ -246,11 +250,37 @@ def conductivity_from_positions(cation_positions_nm, anion_positions_nm, dt_ps, 
     eh = einstein_helfand(cat, an, dt_ps, volume_nm3, temperature_K, charge_scale, cation_fit=cation_fit,
                           anion_fit=anion_fit, **kw)
     s_ne, s_eh = ne["sigma_S_per_cm"], eh["sigma_EH_S_per_cm"]
-    if np.isfinite(s_eh) and s_eh != 0:
+    cov = float("nan")
+    if np.isfinite(s_eh) and s_eh != 0 and s_ne:
+        cov = ne_eh_covariance(cat, an, dt_ps, cation_fit, anion_fit, eh, volume_nm3, temperature_K, charge_scale)
         haven = s_ne / s_eh
-        haven_err = abs(haven) * float(np.hypot(ne["sigma_err_S_per_cm"] / s_ne if s_ne else np.nan,
-                                                eh["sigma_EH_err_S_per_cm"] / s_eh))
+        rel2 = ((ne["sigma_err_S_per_cm"] / s_ne) ** 2 + (eh["sigma_EH_err_S_per_cm"] / s_eh) ** 2
+                - 2 * cov / (s_ne * s_eh))
+        haven_err = abs(haven) * float(np.sqrt(max(rel2, 0.0)))
     else:
         haven, haven_err = float("nan"), float("nan")
     return {"D_cation": dict(cation_fit), "D_anion": dict(anion_fit), "nernst_einstein": ne, "einstein_helfand": eh,
-            "haven_ratio": float(haven), "haven_ratio_err": float(haven_err)}
+            "haven_ratio": float(haven), "haven_ratio_err": float(haven_err), "ne_eh_covariance": cov}
+
+
+def ne_eh_covariance(cat, an, dt_ps, cation_fit, anion_fit, eh, volume_nm3, temperature_K, charge_scale=1.0,
+                     z_cation=1, z_anion=-1) -> float:
+    """Cov(sigma_NE, sigma_EH) in (S/cm)^2. sigma_NE = p sum_s N_s q_s^2 a_s / (2d) with a_s the GLS slope of
+    species s's self-MSD, sigma_EH = p a_M / (2d) with a_M the least-squares slope of MSD(M_+ + M_-). For
+    independent ions (the model of both error bars) Cov(|dx_i|^2, |dM|^2) = 2 q^2 Cov(dx_i, dx_i)^2 per
+    component (Isserlis), so Cov(MSD_self(n), MSD_M(m)) = d q^2 C_1(n, m), C_1 the one-particle term of
+    analysis.msd.msd_covariance, and Cov(a_s, a_M) = h_s C h_M with the two estimators' weight rows."""
+    T, d = cat.shape[0], cat.shape[2]
+    sel_m = np.asarray(eh["fit_lags"])
+    t = sel_m * dt_ps - np.mean(sel_m * dt_ps)
+    c_m = t / np.sum(t * t)  # OLS slope weights of the collective fit
+    total = 0.0
+    for x, fit, q in ((cat, cation_fit, z_cation * charge_scale), (an, anion_fit, z_anion * charge_scale)):
+        sel, n = np.asarray(fit["fit_lags"]), x.shape[1]
+        msd = msd_fft(x)
+        gamma = _gamma_series(msd / d, sel[0], 2 * fit["D_nm2_per_ps"] * dt_ps, fit["offset_nm2"] / d, T)
+        h = _gls_rows(np.column_stack([sel * dt_ps, np.ones(len(sel))]),
+                      msd_covariance({(0, 0): gamma}, [sel], T, d, n))[0]
+        cross = d * q**2 * np.array([[_pair_covariance(gamma, int(i), int(j), T) for j in sel_m] for i in sel])
+        total += n * q**2 * float(h @ cross @ c_m)
+    return _prefactor_S_per_cm(volume_nm3, temperature_K) ** 2 / (2 * d) ** 2 * total

@@ -54,6 +54,11 @@ PAPER = {
         "value": 1.37e-4, "unit": "S/cm", "source": "experiment", "where": "EIS at 30 °C",
         "text": "sigma(30 °C) = 1.37e-4 S/cm (CPE-10), experiment",
     },
+    "free_tfsi_fraction": {
+        "value": {"PEO": 0.668, "CPE-10": 0.877}, "unit": "", "source": "experiment",
+        "where": "Raman (free vs Na+-coordinated TFSI- bands)",
+        "text": "free TFSI- 66.8 % (PEO) vs 87.7 % (CPE-10), Raman, experiment",
+    },
     "bimetallic_better": {
         "value": None, "unit": "", "source": "experiment", "where": "Fe-only / Ni-only hosts",
         "text": "10 wt% Fe-only and Ni-only hosts conduct worse than Fe-Ni",

@@ -5,6 +5,7 @@
 - :func:`plot_msd`: MSD vs lag, log-log and linear panels, diffusive fit window shaded and the fitted
   line drawn (Fig. 4f style).
 - :func:`plot_arrhenius`: ln y vs 1000/T with error bars and the Arrhenius line, Ea in the legend.
+- :func:`plot_series`: lines (with error bands) against one axis: the interface figures (analysis/interface.py).
 Every function returns the list of written paths.
 """
 
@@ -106,6 +107,28 @@ def plot_arrhenius(temperatures_K, values, sigmas, fit, stem, ylabel="D (cm²/s)
     ax.set_yscale("log")
     ax.set_xlabel("1000/T (1/K)")
     ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, stem)
+
+
+def plot_series(x, curves, stem, xlabel, ylabel, title=None, vlines=()) -> list[Path]:
+    """Lines against one x axis (interface profiles, occupancy against time, speciation against distance).
+
+    `curves`: dicts with y, label and optional err (a shaded ±err band); `vlines`: x positions marked dotted."""
+    x = np.asarray(x, dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for i, c in enumerate(curves):
+        y = np.asarray(c["y"], dtype=float)
+        ax.plot(x, y, color=f"C{i}", label=c["label"])
+        if c.get("err") is not None:
+            e = np.asarray(c["err"], dtype=float)
+            ax.fill_between(x, y - e, y + e, color=f"C{i}", alpha=0.2, lw=0)
+    for v in vlines:
+        ax.axvline(v, color="k", lw=0.6, ls=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, stem)

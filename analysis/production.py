@@ -16,9 +16,10 @@ Einstein-Helfand conductivities is the box volume of a plain box, the electrolyt
 of a slab box (analysis/volume.py: power-diagram cells of the electrolyte atoms).
 
 Outputs in `out_dir`: ``rdf_<pair>.csv`` (columns "r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size
-corrected", "g(r) finite-size corrected SEM"; analysis/rdf.py: Ganguly-van der Vegt correction, jackknife
+corrected", "g(r) finite-size corrected SEM", "n(r) SEM"; analysis/rdf.py: Ganguly-van der Vegt correction, jackknife
 errors over the Na+ ions), ``msd_<species>.csv``
-("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``.
+("lag (ps)", "MSD (nm^2)"), ``transport.json`` and ``figures/{rdf_<pair>,rdf_all,msd}.{png,svg}``, and from
+analysis/interface.py (one more pass) ``interface.json`` with its CSVs and figures.
 
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
 mean_volume_nm3, electrolyte {volume_nm3_mean, volume_nm3_sd, volume_frames, density_g_cm3_mean,
@@ -26,12 +27,17 @@ density_g_cm3 (on volume_frames), film_centre_density_g_cm3_mean, film_centre_de
 salt_mass_fraction (Na + TFSI mass over the electrolyte's), film_centre_salt_mass_fraction_mean and per
 frame, film_centre_polymer_density_g_cm3_mean (analysis/volume.py; a plain box's band is the box), method,
 slab}, n_ions {Na, TFSI}, diffusion {Na, TFSI: D_nm2_per_ps, D_sigma_nm2_per_ps,
-D_cm2_per_s, D_sigma_cm2_per_s (whole-trajectory GLS, NaN without a diffusive window), diffusive,
-no_window_reason, beta, beta_range, beta_ok, fit_window_ps, search_window_ps, uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
+D_cm2_per_s, D_sigma_cm2_per_s (GLS of MSD = 6Dt + c over the constant-slope window, NaN without one), diffusive,
+no_window_reason, beta (information), beta_flag (null, "cage offset", "negative offset", "sub-diffusive",
+"super-diffusive"), offset_nm2, beta_range, beta_ok, fit_window_ps, search_window_ps, slope_tests, drift,
+flags, uncertainty_method, ...}, conductivity {sigma_NE_S_per_cm, sigma_NE_err_S_per_cm, sigma_EH_S_per_cm,
 sigma_EH_err_S_per_cm, sigma_plus_plus/minus_minus/plus_minus_S_per_cm, t_plus_ideal(_err),
-t_plus_collective(_err), haven_ratio(_err), EH_diffusive, EH_no_window_reason, charge_scale,
+t_plus_collective(_err), haven_ratio(_err) (with the sigma_NE-sigma_EH covariance,
+sigma_NE_EH_covariance_S2_per_cm2), EH_diffusive, EH_no_window_reason, charge_scale,
 uncertainty methods}, rdf {pair: r_max_nm, bins,
-normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn, tail
+normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn,
+first_shell_cn_sem, first_shell_source, first_shell_reason (null when found; a null radius always has one),
+first_shell_bounds_A (Na-O(TFSI) 2.8-4.0, Na-O(ether) 2.8-4.5; else null), tail
 {window_nm, window_A, g, g_sem, g_corrected, g_corrected_sem, n_bins, uncertainty_method} (the mean of g
 over analysis.rdf_tail_window_nm, which is 1 for a structureless reference; null when the window lies
 beyond r_max)},
@@ -59,10 +65,11 @@ from spemd.units import density_g_per_cm3, nm_to_angstrom
 
 from spemd.analysis._common import csv_text, half_min_width_nm, load_universe, nan_to_none, run_together, select
 from spemd.analysis.conductivity import conductivity_from_positions
+from spemd.analysis.interface import analyse_interface
 from spemd.analysis.msd import MSD, fit_window
 from spemd.analysis.pairing import IonPairing
 from spemd.analysis.plots import plot_msd, plot_rdf
-from spemd.analysis.rdf import RDF, rdf_table
+from spemd.analysis.rdf import RDF, SHELL_BOUNDS_NM, rdf_table
 from spemd.analysis.volume import ElectrolyteVolume, slab_atoms
 
 SELECTIONS = {
@@ -79,7 +86,8 @@ CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 
                 "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}, "rdf_tail_window_nm": [0.6, 0.8]}
 _FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
              "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
-             "uncertainty_method", "fit_chi2_per_dof", "dimension")
+             "uncertainty_method", "fit_chi2_per_dof", "dimension", "beta_flag", "offset_nm2", "flags", "fit_lags",
+             "slope_tests", "local_slopes_nm2_per_ps", "drift")
 
 
 def _config(analysis_cfg):
@@ -168,7 +176,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         fixed = cfg["rdf_accessible_volume_nm3"]
         lateral = electrolyte is not None and fixed is None  # slab box: ideal gas at each atom's height
         rdfs[name] = RDF(groups[a], groups[b], r_max_nm=r_max, bins=int(cfg["rdf_bins"]), exclude_same="residue",
-                         accessible_volume_nm3=fixed, normalisation="lateral" if lateral else "volume")
+                         accessible_volume_nm3=fixed, normalisation="lateral" if lateral else "volume",
+                         shell_bounds_nm=SHELL_BOUNDS_NM.get(name))
     fit_kw = dict(fit_start_fraction=start, fit_end_fraction=end)
     msds = {"Na": MSD(na, compound="atoms", **fit_kw), "TFSI": MSD(tfsi, compound="residues", **fit_kw)}
     with warnings.catch_warnings():
@@ -207,6 +216,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         diffusion[sp] = d
         if not m.results.diffusive:
             flags.append(f"{sp}: D not reported: {m.results.no_window_reason}")
+        flags += [f"{sp}: {f}" for f in m.results.flags if m.results.diffusive or not f.endswith("D refused")]
         if not m.results.unwrap_precondition_ok:
             flags.append(f"{sp}: a particle moved close to half the box between frames; unwrapping may be wrong")
     cond = conductivity_from_positions(msds["Na"].results.positions_nm, msds["TFSI"].results.positions_nm, dt,
@@ -222,6 +232,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         "t_plus_ideal": ne["t_plus"], "t_plus_ideal_err": ne["t_plus_err"],
         "t_plus_collective": eh["t_plus_collective"], "t_plus_collective_err": eh["t_plus_collective_err"],
         "haven_ratio": cond["haven_ratio"], "haven_ratio_err": cond["haven_ratio_err"],
+        "sigma_NE_EH_covariance_S2_per_cm2": cond["ne_eh_covariance"],
+        "haven_ratio_uncertainty_method": "first-order propagation with the sigma_NE-sigma_EH covariance",
         "EH_diffusive": eh["diffusive"], "EH_no_window_reason": eh["no_window_reason"], "beta_M": eh["beta_M"],
         "charge_scale": float(charge_scale),
         "sigma_NE_uncertainty_method": "first-order propagation of sigma_D",
@@ -231,10 +243,14 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     rdf_out = {}
     for name, r in rdfs.items():
         res = r.results
-        rc, cn, source = res.first_shell_radius_nm, res.first_shell_cn, "minimum of g(r)"
+        rc, cn, cn_sem, source = (res.first_shell_radius_nm, res.first_shell_cn, res.first_shell_cn_sem,
+                                  "minimum of g(r)")
+        reason = res.first_shell_reason
         if name in cfg["shell_radius_nm"]:  # the user's radius; n(r) is tabulated at the bins' upper edges
             rc = float(cfg["shell_radius_nm"][name])
             cn, source = float(np.interp(rc, res.edges_nm[1:], res.cn)), "config analysis.shell_radius_nm"
+            cn_sem, reason = float(np.interp(rc, res.edges_nm[1:], res.cn_sem)), None
+        bounds = SHELL_BOUNDS_NM.get(name)
         rdf_out[name] = {
             "selection_a": SELECTIONS[dict((p[0], p[1]) for p in PAIRS)[name]],
             "selection_b": SELECTIONS[dict((p[0], p[2]) for p in PAIRS)[name]],
@@ -242,10 +258,12 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
             "peaks_A": [float(x) for x in nm_to_angstrom(np.asarray(res.peaks_nm))],
             "first_peak_A": float(nm_to_angstrom(res.first_peak_nm)),
             "first_shell_radius_nm": rc, "first_shell_radius_A": float(nm_to_angstrom(rc)),
-            "first_shell_cn": cn, "first_shell_source": source,
+            "first_shell_cn": cn, "first_shell_cn_sem": cn_sem, "first_shell_source": source,
+            "first_shell_reason": reason,
+            "first_shell_bounds_A": None if bounds is None else [float(x) for x in nm_to_angstrom(np.asarray(bounds))],
         }
         if not np.isfinite(rc):
-            flags.append(f"{name}: no first-shell minimum found in g(r) up to {r_max} nm")
+            flags.append(f"{name}: no first shell: {reason}")
         rdf_out[name]["tail"] = _tail(rdfs[name], cfg["rdf_tail_window_nm"], r_max, name, flags)
         header, columns = rdf_table(res)
         write_text_atomic(out_dir / f"rdf_{name}.csv", csv_text(header, *columns))
@@ -265,7 +283,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                   "tau_intermittent_lower_bound", "residence_definition"):
             pairing[k] = p.results.get(k)
     else:
-        flags.append("pairing skipped: no Na-O(TFSI) first-shell radius")
+        why = rdf_out["Na-O_TFSI"]["first_shell_reason"] if "Na-O_TFSI" in rdf_out else "no Na-O(TFSI) pair"
+        flags.append(f"pairing and residence skipped: no Na-O(TFSI) first-shell radius ({why})")
 
     figs = out_dir / "figures"
     for name, r in rdfs.items():
@@ -292,5 +311,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                                  inputs=[topology, trajectory], extra=extra),
     }
     result = nan_to_none(result)
+    # composites: open sites, z-profiles, speciation by distance, layer D; plain boxes: the free-TFSI- fraction
+    analyse_interface(u, out_dir, rdf_out.get("Na-O_TFSI", {}).get("first_shell_radius_nm"), temperature_K,
+                      inputs=[topology, trajectory], extra=extra)
     write_json_atomic(out_dir / "transport.json", result)
     return result

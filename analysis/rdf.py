@@ -56,11 +56,15 @@ the pairs within r_max (periodic KD-tree, ``scipy.spatial.cKDTree(boxsize=...)``
 boxes; ``MDAnalysis.lib.distances.capped_distance`` for triclinic ones or ``kernel="capped"``).
 Bins are half-open [r_lo, r_hi).
 
-First shell: the first significant peak of g(r) (lightly smoothed; Poisson-significant excess over
-the ideal-gas count) and the minimum of the first basin after it (g smoothed over 0.2 A, between the
-first and second significant peaks, or after g falls below half the peak height and before it
-recovers; a noise dip on the peak's shoulder is not a minimum); the first-shell coordination number
-is n(r) at that minimum. A radius given per pair in the config (analysis.shell_radius_nm) overrides it.
+First shell (:func:`first_shell`): the first significant peak of g(r) (lightly smoothed; Poisson-
+significant excess over the ideal-gas count), then the first minimum after it that the errors support:
+the running minimum of the smoothed g (finite-size corrected where it exists, whose tail is 1) until g
+rises again by more than 2.5 jackknife errors, lying 2.5 errors below the peak, and inside the pair's
+physical bounds where given (``shell_bounds_nm``; analysis.production gives Na-O(TFSI) 2.8-4.0 A and
+Na-O(ether) 2.8-4.5 A). Where none is found the radius and CN are NaN and ``first_shell_reason`` says
+why; nothing downstream may then use a radius. The first-shell coordination number is n(r) at the
+minimum, with its standard error over the A atoms. A radius given per pair in the config
+(analysis.shell_radius_nm) overrides it.
 """
 
 from __future__ import annotations
@@ -74,13 +78,15 @@ from MDAnalysis.lib.distances import capped_distance
 from spemd.errors import ConfigError, InputError, one_of
 from spemd.units import angstrom_to_nm, nm_to_angstrom
 
-from spemd.analysis._common import box_volume_nm3, check_atomgroup, half_min_width_nm, require_box
+from spemd.analysis._common import box_volume_nm3, check_atomgroup, check_finite, half_min_width_nm, require_box
 EXCLUDE_CHOICES = (None, "residue")
 KERNELS = ("kdtree", "capped")
 NORMALISATIONS = ("volume", "lateral")
 _DZ_BINS = 4000  # |dz| histogram on [0, r_max) for the lateral reference: bin error < 1e-6 of a shell
 _A_CHUNK = 256  # A atoms per block of the lateral reference (memory: _A_CHUNK x _DZ_BINS floats)
 _PAIR_CHUNK = 20000  # counted pairs per block of the conditional lateral reference (x bins floats)
+#: where a pair's first-shell minimum can physically lie (nm); outside them :func:`first_shell` reports none
+SHELL_BOUNDS_NM = {"Na-O_TFSI": (0.28, 0.40), "Na-O_ether": (0.28, 0.45)}
 
 
 class RDF(AnalysisBase):
@@ -98,16 +104,20 @@ class RDF(AnalysisBase):
         (slab boxes: ideal gas at each B atom's height, module docstring)
     kernel : "kdtree" (default: periodic scipy cKDTree pair search, orthorhombic boxes; triclinic
         frames fall back to capped_distance) or "capped" (MDAnalysis capped_distance always)
+    shell_bounds_nm : (lo, hi) or None: where the pair's first-shell minimum can physically lie
+        (:func:`first_shell`)
 
     Results (``.results``): ``bins_nm`` (bin centres), ``edges_nm``, ``rdf``, ``cn`` (running
     coordination number at the bin's upper edge), ``count`` (total pair counts per bin), ``n_pairs``,
     ``normalisation``, ``mean_volume_nm3``, ``peaks_nm``, ``first_peak_nm``,
-    ``first_shell_radius_nm``, ``first_shell_cn``, ``rdf_sem``, ``rdf_corrected`` (finite-size
-    corrected), ``rdf_corrected_sem``, ``n_b_per_a`` (mean non-excluded B atoms per A atom).
+    ``first_shell_radius_nm``, ``first_shell_cn``, ``first_shell_cn_sem``, ``first_shell_reason`` (why
+    there is none; None when found), ``first_shell_bounds_nm``, ``rdf_sem``, ``rdf_corrected`` (finite-size
+    corrected), ``rdf_corrected_sem``, ``cn_sem`` (standard error of n(r) over the A atoms),
+    ``n_b_per_a`` (mean non-excluded B atoms per A atom).
     """
 
     def __init__(self, group_a, group_b, r_max_nm=1.0, bins=200, r_min_nm=0.0, exclude_same=None,
-                 accessible_volume_nm3=None, kernel="kdtree", normalisation="volume", **kwargs):
+                 accessible_volume_nm3=None, kernel="kdtree", normalisation="volume", shell_bounds_nm=None, **kwargs):
         super().__init__(group_a.universe.trajectory, **kwargs)
         self.group_a = check_atomgroup(group_a, "RDF group_a")
         self.group_b = check_atomgroup(group_b, "RDF group_b")
@@ -119,6 +129,9 @@ class RDF(AnalysisBase):
             raise ConfigError(f"bins: {bins!r} must be a positive integer")
         if accessible_volume_nm3 is not None and not accessible_volume_nm3 > 0:
             raise ConfigError(f"accessible_volume_nm3: {accessible_volume_nm3!r} must be > 0 nm^3 or None")
+        if shell_bounds_nm is not None and not (len(shell_bounds_nm) == 2 and 0 <= shell_bounds_nm[0] < shell_bounds_nm[1]):
+            raise ConfigError(f"shell_bounds_nm: {shell_bounds_nm!r} must be (lo, hi) in nm with 0 <= lo < hi, or None")
+        self.shell_bounds_nm = shell_bounds_nm
         self.r_min_nm = float(r_min_nm)
         self.r_max_nm = float(r_max_nm)
         self.nbins = int(bins)
@@ -191,6 +204,7 @@ class RDF(AnalysisBase):
             self._ring = np.pi * np.clip(hi[None, :] ** 2 - np.maximum(lo[None, :], dz[:, None]) ** 2, 0.0, None)
 
     def _single_frame(self):
+        check_finite(self._ts, (self.group_a, self.group_b), "RDF trajectory")
         dims = require_box(self._ts, "RDF trajectory")
         if not self._warned_range and self.r_max_nm > half_min_width_nm(dims) * (1 + 1e-9):
             warnings.warn(
@@ -306,6 +320,10 @@ class RDF(AnalysisBase):
         r.n_pairs = self._n_pairs
         r.n_frames = F
         r.cn = np.cumsum(self._count) / (F * len(self.group_a))
+        # n(r) per A atom; its standard error over the A atoms (the independent samples)
+        n_a = len(self._ia)
+        r.cn_sem = (np.cumsum(self._count_a, axis=1).std(axis=0, ddof=1) / (F * np.sqrt(n_a)) if n_a > 1
+                    else np.full(self.nbins, np.nan))
         r.mean_volume_nm3 = self._volume_sum / F
         if self.normalisation == "lateral":
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -327,9 +345,14 @@ class RDF(AnalysisBase):
         r.rdf_sem = nan if g_jk is None else _jackknife_sem(g_jk)
         r.rdf_corrected_sem = nan.copy() if g_corr_jk is None else _jackknife_sem(g_corr_jk)
         self._jk = (g_jk, g_corr_jk)
-        # expected ideal-gas count per bin over the run (same volumes and shells as g), for peak significance
-        shells = first_shell(r.bins_nm, r.rdf, r.cn, self._count, self._expected)
-        r.update(shells)
+        # the minimum on the finite-size corrected g (its tail is 1, so g rises after a shallow minimum)
+        # where it exists; peak significance from the counts and the ideal-gas count over the run
+        corrected = np.all(np.isfinite(r.rdf_corrected[self._expected > 0]))
+        g, sem = (r.rdf_corrected, r.rdf_corrected_sem) if corrected else (r.rdf, r.rdf_sem)
+        r.update(first_shell(r.bins_nm, np.nan_to_num(g), r.cn, self._count, self._expected, sem=sem,
+                             bounds_nm=self.shell_bounds_nm))
+        r.first_shell_cn_sem = (float(np.interp(r.first_shell_radius_nm, r.bins_nm, r.cn_sem))
+                                if np.isfinite(r.first_shell_radius_nm) else np.nan)
 
     def _ratio(self, count, expected):
         """count / expected where expected > 0 (NaN elsewhere, and everywhere unless r_min = 0 for the
@@ -408,21 +431,30 @@ def _find_peaks(y, min_height, min_prominence):
 
 
 def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=1.1, min_count=10,
-                min_depth=0.5, smooth_width_nm=0.02):
-    """Peaks of g(r), first-shell radius (minimum of the first basin after the first peak) and CN there.
+                min_depth=0.5, smooth_width_nm=0.02, sem=None, bounds_nm=None, k_sigma=2.5):
+    """Peaks of g(r), first-shell radius (the first significant minimum after the first peak) and CN there.
 
-    A peak must be a local maximum of lightly smoothed g (running mean over `smooth_width_nm`, >= 3 bins) with g >= `min_height`,
-    a prominence of at least 5 % of the highest g and, when counts are given, at least `min_count`
-    pairs and an excess over the ideal-gas count of at least `n_sigma` Poisson standard deviations
-    (both summed over the smoothing window). The radius is the minimum of the smoothed g between the first and the second significant peak; with no second peak, the
-    minimum after g falls below `min_depth` x the first peak height and before it recovers (as
-    solvation-shell tools do). Returns a dict; NaN where no significant peak or no such fall exists.
+    A peak must be a local maximum of lightly smoothed g (running mean over `smooth_width_nm`, >= 3 bins)
+    with g >= `min_height`, a prominence of at least 5 % of the highest g and, when counts are given, at
+    least `min_count` pairs and an excess over the ideal-gas count of at least `n_sigma` Poisson standard
+    deviations (both summed over the smoothing window).
+
+    The minimum: from the first peak on (inside `bounds_nm` = (lo, hi) when given, the physically possible
+    first-shell radii of the pair), the running minimum of the smoothed g until g rises significantly
+    above it again (by `k_sigma` errors of the smoothed g: the jackknife `sem` averaged over the window,
+    or Poisson errors from the counts); a noise dip on the peak's shoulder is not followed by such a rise
+    while g keeps falling. The minimum must lie `k_sigma` errors below the peak. Without bounds, a g
+    that never rises significantly after the peak before r_max has no first shell (the lowest bin of a
+    flat tail is noise, not a shell); with bounds, a minimum at the upper bound (g still falling there)
+    has none. Returns a dict; where there is no shell the radius and CN are NaN and
+    ``first_shell_reason`` says why (None when found).
     """
     r_nm = np.asarray(r_nm, dtype=float)
+    g = np.asarray(g, dtype=float)
     dr = float(np.median(np.diff(r_nm))) if len(r_nm) > 1 else 1.0
     smooth_bins = max(3, 2 * int(round(0.5 * smooth_width_nm / dr)) + 1)
-    r_nm = np.asarray(r_nm, dtype=float)
-    gs = _smooth(np.asarray(g, dtype=float), smooth_bins)
+    gs = _smooth(g, smooth_bins)
+    err = _smoothed_error(g, sem, count, expected, smooth_bins)
     h = smooth_bins // 2
     if not np.any(np.isfinite(gs)) or np.nanmax(gs) <= 0:
         cand = np.array([], dtype=int)
@@ -437,44 +469,75 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
                 continue
         # refine to the raw maximum near the smoothed peak
         lo, hi = max(p - h - 1, 0), min(p + h + 2, len(g))
-        k = lo + int(np.argmax(np.asarray(g)[lo:hi]))
+        k = lo + int(np.argmax(g[lo:hi]))
         if k not in peaks:
             peaks.append(k)
+    bounds = None if bounds_nm is None else (float(bounds_nm[0]), float(bounds_nm[1]))
     out = {"peaks_nm": r_nm[peaks] if peaks else np.array([]), "first_peak_nm": np.nan,
-           "first_shell_radius_nm": np.nan, "first_shell_cn": np.nan, "first_minimum_found": False}
-    if not peaks:
+           "first_shell_radius_nm": np.nan, "first_shell_cn": np.nan, "first_minimum_found": False,
+           "first_shell_bounds_nm": bounds, "first_shell_reason": None}
+
+    def none(reason):
+        out["first_shell_reason"] = reason
         return out
+
+    if not peaks:
+        return none("no significant first peak in g(r)")
     p0 = peaks[0]
     out["first_peak_nm"] = float(r_nm[p0])
-    # The minimum is that of the smoothed g over the whole first basin, not the first local dip (on a
-    # small sample a noise dip just after the peak is a local minimum): the basin ends at the second
-    # significant peak, or, without one, where g rises back above `min_depth` x the peak height after
-    # first falling below it. No such fall: no first shell.
-    ws = gs
-    later = [q for q in peaks[1:] if q > p0 + 1]
-    if later:
-        k = p0 + int(np.argmin(ws[p0:later[0]]))
-    else:
-        below = np.nonzero(ws[p0:] < min_depth * ws[p0])[0]
-        if not len(below):
-            return out
-        j = p0 + int(below[0])
-        back = np.nonzero(ws[j:] >= min_depth * ws[p0])[0]
-        end = j + int(back[0]) if len(back) else len(ws)
-        k = j + int(np.argmin(ws[j:end]))
-    out["first_shell_radius_nm"] = float(r_nm[k])
-    out["first_shell_cn"] = float(np.asarray(cn)[k])
+    A = float(nm_to_angstrom(1.0))  # the reasons speak Angstrom
+    if bounds is not None and r_nm[p0] >= bounds[1]:
+        return none(f"first peak at {A * r_nm[p0]:.3g} A lies beyond the pair's first-shell bound "
+                    f"{A * bounds[1]:.3g} A")
+    lo_i = p0 if bounds is None else max(p0, int(np.searchsorted(r_nm, bounds[0])))
+    hi_i = len(gs) - 1 if bounds is None else min(len(gs) - 1, int(np.searchsorted(r_nm, bounds[1], "right")) - 1)
+    if hi_i <= lo_i:
+        return none("no bins between the first peak and the pair's first-shell bound")
+    m, rose = lo_i, False
+    for i in range(lo_i, hi_i + 1):
+        if not np.isfinite(gs[i]):
+            continue
+        if gs[i] < gs[m] or not np.isfinite(gs[m]):
+            m = i
+        elif gs[i] - gs[m] > k_sigma * np.hypot(err[i], err[m]):
+            rose = True
+            break
+    where = f"{A * r_nm[lo_i]:.3g}-{A * r_nm[hi_i]:.3g} A"
+    if m == lo_i > p0 and np.nanmin(gs[p0:lo_i]) < gs[m]:
+        return none(f"g(r) is lowest before the pair's lower bound {A * r_nm[lo_i]:.3g} A (minimum outside {where})")
+    if not rose and (bounds is None or m >= hi_i - h):
+        return none(f"g(r) does not rise significantly ({k_sigma:g} errors) after falling from the first peak "
+                    f"within {where}: no first minimum" + ("" if bounds is None else " inside the pair's bounds"))
+    if gs[p0] - gs[m] <= k_sigma * np.hypot(err[p0], err[m]):
+        return none(f"the lowest g(r) within {where} ({gs[m]:.3g}) is not {k_sigma:g} errors below the first "
+                    f"peak ({gs[p0]:.3g})")
+    out["first_shell_radius_nm"] = float(r_nm[m])
+    out["first_shell_cn"] = float(np.asarray(cn)[m])
     out["first_minimum_found"] = True
     return out
 
 
-RDF_COLUMNS = ("r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size corrected", "g(r) finite-size corrected SEM")
+def _smoothed_error(g, sem, count, expected, width):
+    """Standard error of the running mean of g over `width` bins: from the jackknife `sem` where given
+    (bins taken as independent), else Poisson (g / sqrt(count) per bin), else zero."""
+    if sem is not None and np.any(np.isfinite(sem)):
+        var = np.where(np.isfinite(sem), np.asarray(sem, dtype=float) ** 2, 0.0)
+    elif count is not None and expected is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(np.asarray(expected) > 0, np.asarray(count, float) / np.asarray(expected, float) ** 2, 0.0)
+    else:
+        return np.zeros(len(g))
+    return np.sqrt(_smooth(var, width) / width)
+
+
+RDF_COLUMNS = ("r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size corrected", "g(r) finite-size corrected SEM",
+               "n(r) SEM")
 
 
 def rdf_table(results):
     """(header, columns) of an RDF result for a CSV file: RDF_COLUMNS, one row per bin."""
     return list(RDF_COLUMNS), [results.bins_nm, results.rdf, results.cn, results.rdf_sem, results.rdf_corrected,
-                               results.rdf_corrected_sem]
+                               results.rdf_corrected_sem, results.cn_sem]
 
 
 def rdf_peaks_angstrom(results) -> list[float]:
@@ -482,4 +545,4 @@ def rdf_peaks_angstrom(results) -> list[float]:
     return [float(x) for x in nm_to_angstrom(np.asarray(results.peaks_nm, dtype=float))]
 
 
-__all__ = ["RDF", "RDF_COLUMNS", "first_shell", "rdf_peaks_angstrom", "rdf_table"]
+__all__ = ["RDF", "RDF_COLUMNS", "SHELL_BOUNDS_NM", "first_shell", "rdf_peaks_angstrom", "rdf_table"]

@@ -4,7 +4,9 @@ Reads transport.json files written by analysis.production. System and replica co
 ("system", "replica") or, when absent, from the path ``results/{system}/rep{replica}/{T}K/...``.
 Combined rows (replica = "combined") use analysis.msd.combine_estimates on each (value, uncertainty)
 column: inverse-variance weighted mean, sigma scaled by the Birge ratio when replicas scatter more
-than their error bars. Columns carry units in their names.
+than their error bars. Columns carry units in their names. A null first-shell radius (and CN) comes
+with its reason (``*_shell_why_null``); ``D_*_flag`` is the MSD fit's beta flag ("cage offset",
+"sub-diffusive", ...; analysis.msd).
 """
 
 from __future__ import annotations
@@ -39,7 +41,16 @@ COLUMNS = (
     ("haven_ratio", "haven_ratio_err", ("conductivity", "haven_ratio"), ("conductivity", "haven_ratio_err")),
     ("free_Na_fraction", "free_Na_fraction_sem", ("pairing", "free_fraction"), ("pairing", "free_fraction_sem")),
     ("NaO_TFSI_first_shell_A", None, ("rdf", "Na-O_TFSI", "first_shell_radius_A"), None),
-    ("NaO_TFSI_first_shell_CN", None, ("rdf", "Na-O_TFSI", "first_shell_cn"), None),
+    ("NaO_TFSI_first_shell_CN", "NaO_TFSI_first_shell_CN_sem", ("rdf", "Na-O_TFSI", "first_shell_cn"),
+     ("rdf", "Na-O_TFSI", "first_shell_cn_sem")),
+    ("NaO_ether_first_shell_A", None, ("rdf", "Na-O_ether", "first_shell_radius_A"), None),
+)
+#: (column, path in transport.json) of text columns: why a shell is null, what the D fit flagged
+TEXT_COLUMNS = (
+    ("NaO_TFSI_shell_why_null", ("rdf", "Na-O_TFSI", "first_shell_reason")),
+    ("NaO_ether_shell_why_null", ("rdf", "Na-O_ether", "first_shell_reason")),
+    ("D_Na_flag", ("diffusion", "Na", "beta_flag")),
+    ("D_TFSI_flag", ("diffusion", "TFSI", "beta_flag")),
 )
 
 
@@ -65,6 +76,14 @@ def _identity(data, path: Path):
     return (system if system is not None else path.parent.name), replica
 
 
+def _text(d, path) -> str:
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return ""
+        d = d[k]
+    return str(d)
+
+
 def read_transport(path: Path) -> dict:
     """One run's transport.json, checked to be analysis.production's output."""
     try:
@@ -88,6 +107,8 @@ def summarise(transport_jsons, out_csv) -> None:
             row[col] = _get(data, path)
             if ecol:
                 row[ecol] = _get(data, epath)
+        for col, path in TEXT_COLUMNS:
+            row[col] = _text(data, path)
         rows.append(row)
     rows.sort(key=lambda r: (str(r["system"]), r["temperature_K"], str(r["replica"])))
     combined = []
@@ -103,10 +124,13 @@ def summarise(transport_jsons, out_csv) -> None:
             else:
                 finite = [v for v in vals if np.isfinite(v)]
                 row[col] = float(np.mean(finite)) if finite else float("nan")
+        for col, _ in TEXT_COLUMNS:
+            row[col] = "; ".join(sorted({f"rep{r['replica']}: {r[col]}" for r in group if r[col]}))
         combined.append(row)
     header = ["system", "temperature_K", "replica"]
     for col, ecol, _, _ in COLUMNS:
         header += [col] + ([ecol] if ecol else [])
+    header += [col for col, _ in TEXT_COLUMNS]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     w.writeheader()

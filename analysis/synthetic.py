@@ -156,3 +156,26 @@ def persistent_positions(n_particles, n_frames, D_nm2_per_ps, phi, dt_ps, seed=0
         v[t] = phi * v[t - 1] + e[t]
     x = np.cumsum(v, axis=0)
     return x - x[0]
+
+
+def fbm_positions(n_particles, n_frames, hurst, step_nm, seed=0):
+    """Fractional Brownian motion (T, P, 3) in nm, exact by circulant embedding (Davies & Harte 1987) of the
+    fractional Gaussian noise autocovariance r(k) = step^2 (|k+1|^2H - 2|k|^2H + |k-1|^2H) / 2: MSD(t) =
+    3 step^2 (t/dt)^(2H) at every lag, a power law (sub-diffusive for H < 1/2) with no diffusive regime."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(n_frames, dtype=float)
+    r = 0.5 * (np.abs(k + 1) ** (2 * hurst) - 2 * k ** (2 * hurst) + np.abs(k - 1) ** (2 * hurst))
+    lam = np.maximum(np.fft.fft(np.r_[r, r[-2:0:-1]]).real, 0.0)  # >= 0 for fGn; clip rounding
+    m = len(lam)
+    z = rng.normal(size=(m, 3 * n_particles)) + 1j * rng.normal(size=(m, 3 * n_particles))
+    noise = np.fft.fft(np.sqrt(lam / m)[:, None] * z, axis=0)[:n_frames - 1].real
+    x = np.cumsum(step_nm * noise, axis=0).reshape(n_frames - 1, n_particles, 3)
+    return np.concatenate([np.zeros((1, n_particles, 3)), x])
+
+
+def drifting_positions(n_particles, n_frames, D_nm2_per_ps, velocity_nm_per_ps, dt_ps, seed=0):
+    """Brownian particles that all move with one constant velocity (3,) besides diffusing:
+    MSD(t) = 6 D t + |v|^2 t^2, and the mean position moves by v t."""
+    x = brownian_positions(n_particles, n_frames, D_nm2_per_ps, dt_ps, (5.0, 5.0, 5.0), seed=seed)
+    t = np.arange(n_frames) * dt_ps
+    return x + t[:, None, None] * np.asarray(velocity_nm_per_ps, dtype=float)[None, None, :]

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# One prepared GPU session (run on the device machine from the repository root, with .whl carried):
+# One GPU session, one command, from the repository root with spemd installed (docs/running.md, "GPU
+# benchmark"):   bash benchmarks/gpu_session.sh      (results: $OUT, default gpu_session_out/)
 #   1. engine overhead: our production stage vs a bare OpenMM loop, CUDA and OpenCL, same card;
 #   1b. LJ forms: the project's System vs the former table form vs NonbondedForce-LB on the default
 #      config's two boxes (benchmarks/lj_forms.py), CUDA and OpenCL, NVT and NPT;
 #   2. a slice of the paper study: PEO and CPE-10 at paper scale (params built here beforehand under
 #      gpu_inputs/), minimise -> anneal -> cool -> NPT -> production within a wall budget each.
-# Results land in $OUT (JSON, state CSVs, gzipped trajectories <= 16 MiB).
+# Results land in $OUT (JSON, state CSVs, gzipped trajectories <= 16 MiB) and $OUT/gpu_results.tar.gz.
 set -uo pipefail
-source .whl/preamble.sh || exit 1
-export PYTHONPATH=$PWD:$PYTHONPATH
+if [ -f .whl/preamble.sh ]; then source .whl/preamble.sh || exit 1; fi  # the project's own device machines
+export OUT=${OUT:-$PWD/gpu_session_out}; mkdir -p "$OUT"
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+for system in PEO CPE-10; do  # paper-scale boxes (< 1 min each), unless prepared beforehand
+    [ -f gpu_inputs/$system/box.pdb ] || spemd build --config config/paper.yaml --system $system --out gpu_inputs/$system || exit 1
+done
 BUDGET_PER_SYSTEM=${BUDGET_PER_SYSTEM:-170}
 # at most 8 files come back: small results are bundled into one archive at the end
 BUNDLE=gpu_results; mkdir -p $BUNDLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spemd.errors import ConfigError, one_of
+from spemd.errors import ConfigError, InputError, one_of
 from spemd.resources import forcefield_dir, forcefield_xml
 
 FF_DIR = forcefield_dir()
@@ -27,3 +27,60 @@ def xml_files(ff_cfg: dict, with_mof: bool) -> list[Path]:
             raise ConfigError(f"{mof}: MOF force field file not found (needed because the box has a MOF slab)")
         files.append(mof)
     return files
+
+
+def _xml_root(path: Path, what: str):
+    """The parsed XML root of `path`; InputError naming the file and the parser's line for bad XML."""
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file; expected {what}")
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"{path}: not valid XML ({exc}); expected {what} - truncated or damaged?") from None
+
+
+def load_forcefield(files):
+    """An openmm.app.ForceField from `files`, loaded one by one so that a bad file is named."""
+    from openmm import app
+
+    ff = app.ForceField()
+    for f in files:
+        _xml_root(f, "a force-field XML file")
+        try:
+            ff.loadFile(str(f))
+        except Exception as exc:  # OpenMM raises ValueError/KeyError with multi-line text
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{f}: cannot be loaded as an OpenMM force field ({first})") from None
+    return ff
+
+
+#: attributes of a serialized System that are not numbers (everything else must parse as one: OpenMM's
+#: reader takes a non-number such as q="abc" as 0 without a word)
+SYSTEM_XML_TEXT_ATTRIBUTES = frozenset({"openmmVersion", "type", "name", "energy", "expression"})
+
+
+def check_system_xml(path) -> None:
+    """InputError naming the element, its position and the attribute if system.xml holds a non-number."""
+    import math
+
+    root = _xml_root(path, "a serialized openmm.System (system.xml)")
+    counts = {}
+    for el in root.iter():
+        counts[el.tag] = counts.get(el.tag, 0) + 1
+        for attr, value in el.attrib.items():
+            if attr in SYSTEM_XML_TEXT_ATTRIBUTES:
+                continue
+            try:
+                ok = not math.isnan(float(value))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InputError(
+                    f'{path}: <{el.tag}> number {counts[el.tag]} has {attr}="{value}", not a number; '
+                    "rerun the force-field step (spemd parametrise)"
+                )

@@ -29,7 +29,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
-from spemd.forcefields.library import xml_files
+from spemd.forcefields.library import load_forcefield, xml_files
 from spemd.errors import ConfigError, InputError
 from spemd.files import atomic_path, write_json_atomic
 from spemd.provenance import provenance, sha256_file
@@ -111,7 +111,7 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
             )
     has_mof = any(r.name in MOF_RESIDUES for r in topology.residues())
     files = xml_files(ff_cfg, has_mof)
-    ff = app.ForceField(*[str(f) for f in files])
+    ff = load_forcefield(files)
     recorder = _TypeRecorder()
     ff.registerGenerator(recorder)
     h_mass = ff_cfg.get("hydrogen_mass_amu", 1.5)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import sys
+from importlib import metadata
 from pathlib import Path
 
 from spemd.config import load_config, replica_seed, validate_sections
@@ -51,8 +52,15 @@ def _add_config_args(p):
 
 
 def cmd_validate(args):
+    from spemd.pipeline.platforms import check_requested_platform
+
     config = load_config(args.config)
-    print(f"{args.config}: valid; systems: {', '.join(config['systems'])}; temperatures (K): {config['temperatures_K']}")
+    if args.remote:
+        where = f"platform {config['platform']['name']} not checked (--remote: the jobs run on other machines)"
+    else:
+        check_requested_platform(config["platform"])
+        where = f"platform {config['platform']['name']} available here"
+    print(f"{args.config}: valid; systems: {', '.join(config['systems'])}; temperatures (K): {config['temperatures_K']}; {where}")
 
 
 def cmd_build(args):
@@ -219,24 +227,29 @@ def cmd_summarise(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spemd", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # the installed package's version, the one every provenance block records
+    parser.add_argument("--version", action="version", version=f"spemd {metadata.version('spemd')}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="validate a config file and exit")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="workflow YAML config to check against the schema")
+    p.add_argument("--remote", action="store_true",
+                   help="the jobs run on other machines (a cluster profile): do not check that platform.name exists here")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("build", help="build one system's box (box.pdb, composition.json)")
     _add_config_args(p)
-    p.add_argument("--system", required=True)
-    p.add_argument("--replica", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--system", required=True, help="system name, a key of the config's systems section")
+    p.add_argument("--replica", type=int, default=0,
+                   help="replica index; the box's seed is derived from it (default %(default)s)")
+    p.add_argument("--out", required=True, help="output folder (box.pdb, composition.json)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("parametrise", help="turn box.pdb into an OpenMM System (system.xml, topology.pdb, forcefield.json)")
     _add_config_args(p)
     p.add_argument("--box", required=True, help="box.pdb from `spemd build`")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output folder (system.xml, topology.pdb, forcefield.json)")
     p.add_argument("--calibration", help="calibration.json from `spemd calibrate`: its fitted metal-O(TFSI) pairs override forcefield.metal_o_tfsi")
     p.set_defaults(func=cmd_parametrise)
 
@@ -248,46 +261,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a parametrised system to GROMACS or Amber files")
     p.add_argument("--params", required=True, help="params folder from `spemd parametrise`")
-    p.add_argument("--format", required=True, choices=["gromacs", "amber"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--format", required=True, choices=["gromacs", "amber"], help="output format")
+    p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("minimise", help="energy-minimise a parametrised system")
     _add_config_args(p)
-    p.add_argument("--params", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--params", required=True, help="params folder from `spemd parametrise`")
+    p.add_argument("--out", required=True, help="output folder (state.xml, done.json)")
     p.set_defaults(func=cmd_minimise)
 
     p = sub.add_parser("md", help="run (or resume) one MD stage")
     _add_config_args(p)
-    p.add_argument("--params", required=True)
-    p.add_argument("--stage", required=True)
+    p.add_argument("--params", required=True, help="params folder from `spemd parametrise`")
+    p.add_argument("--stage", required=True, help="stage name, one of protocol.stages")
     p.add_argument("--temperature", type=float, required=True, help="run temperature (K)")
-    p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--replica", type=int, default=0,
+                   help="replica index; the stage's velocity seed is derived from it (default %(default)s)")
     p.add_argument("--start", required=True, help="state.xml of the previous stage (or of minimise)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="stage folder (trajectory.dcd, state.csv, checkpoint, done.json)")
     p.add_argument("--max-wall-seconds", type=float, default=None,
                    help="stop cleanly (exit 75) before this wall time; default from SPEMD_MAX_WALL_SECONDS or Slurm")
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("analyse-run", help="analyse a workflow run's production stage")
     _add_config_args(p)
-    p.add_argument("--params", required=True)
+    p.add_argument("--params", required=True, help="params folder from `spemd parametrise` (topology, charge scale)")
     p.add_argument("--production", required=True, help="md/<production stage> folder")
-    p.add_argument("--temperature", type=float, required=True)
-    p.add_argument("--system", required=True)
-    p.add_argument("--replica", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--temperature", type=float, required=True, help="run temperature (K)")
+    p.add_argument("--system", required=True, help="system name, recorded in transport.json")
+    p.add_argument("--replica", type=int, default=0, help="replica index, recorded in transport.json (default %(default)s)")
+    p.add_argument("--out", required=True, help="analysis folder (transport.json, CSVs, figures/)")
     p.set_defaults(func=cmd_analyse_run)
 
     p = sub.add_parser("summarise", help="one table of all runs' transport.json")
-    p.add_argument("--out", required=True)
-    p.add_argument("transport", nargs="+")
+    p.add_argument("--out", required=True, help="summary CSV to write")
+    p.add_argument("transport", nargs="+", help="transport.json files of the runs")
     p.set_defaults(func=cmd_summarise)
 
     from spemd.analysis.cli import add_analyse_parser
+    from spemd.analysis.inspection import add_inspect_parser
     from spemd.analysis.study import add_study_parser
 
+    add_inspect_parser(sub)
     add_analyse_parser(sub)
     add_study_parser(sub)
     return parser

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from spemd.errors import SimulationError
+from spemd.files import names_own_file
 
 AKMA_TIME_PS = 0.04888821
 HEADER_BYTES = 276
@@ -118,6 +119,7 @@ class DCDWriter:
         self._fh.seek(0, os.SEEK_END)
         self._marker = struct.pack("<i", 4 * self.n_atoms)
 
+    @names_own_file
     def write(self, positions_nm: np.ndarray, box_vectors_nm: np.ndarray) -> None:
         pos = np.asarray(positions_nm, dtype=np.float64)
         if pos.shape != (self.n_atoms, 3):
@@ -138,6 +140,7 @@ class DCDWriter:
         fh.write(struct.pack("<i", self.first_step + (self.n_frames - 1) * self.interval))
         fh.seek(end)
 
+    @names_own_file
     def flush(self, sync: bool = False) -> None:
         self._fh.flush()
         if sync:

@@ -23,8 +23,15 @@ Every ``checkpoint.chk`` has a sidecar ``checkpoint.json`` (step, time step, ato
 OpenMM version, SHA-256 of the checkpoint), both written under temporary names and renamed. A resume
 verifies the pair first and stops with one line naming the file and what differs.
 
+Each stage is bound to its inputs (:mod:`pipeline.stagefolder`): checkpoint record and ``done.json``
+carry the SHA-256 of ``system.xml``, of the start state and of the stage's config (:func:`pipeline.protocol.stage_config`).
+A folder recorded with other inputs, or a finished one whose ``done.json`` was removed (Snakemake's
+``--forcerun``/``--forceall`` and rerun triggers delete it), is set aside as ``<stage>.replaced`` and
+the stage runs afresh; only an unfinished run with the same inputs is resumed. A running stage holds
+an exclusive lock on its folder, so a second process on it stops at once.
+
 Velocities and the thermostat/barostat random streams are seeded at the start of the first run of a
-stage from ``seed`` and the stage name (:func:`stage_seed`), so stages of one replica get independent
+stage from ``seed`` and the stage name (:func:`pipeline.protocol.stage_seed`), so stages of one replica get independent
 streams while the same seed reproduces the same run on a deterministic platform.
 """
 
@@ -38,7 +45,6 @@ import os
 import signal
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +52,27 @@ import openmm
 from openmm import app, unit
 
 from spemd.pipeline.dcd import truncate_dcd
-from spemd.errors import ConfigError, InputError, SimulationError, StageIncomplete, one_of
+from spemd.errors import SimulationError, StageIncomplete
 from spemd.files import atomic_path, write_json_atomic, write_text_atomic
-from spemd.pipeline.platforms import IdleCoreWidening, describe_context, max_cpu_threads, select_platform
-from spemd.pipeline.equilibration import DensityPlateau, check_stage as check_until
+from spemd.pipeline.stagefolder import StageFolder, changed_inputs, input_hashes
+from spemd.pipeline.checkpoints import checkpoint_record, checkpoint_record_on_disk, sidecar_path, verify_checkpoint
+from spemd.pipeline.protocol import (
+    PROTOCOL_DEFAULTS,
+    SLURM_END_MARGIN_S,
+    STAGE_DEFAULTS,
+    Params,
+    _with_defaults,
+    load_start_state,
+    stage_config,
+    stage_plan,
+    stage_seed,
+    stage_temperature,
+    start_state_sha256,
+    wall_budget_seconds,
+)
+from spemd.pipeline.crashwatch import CrashWatch
+from spemd.pipeline.platforms import IdleCoreWidening, choose_platform, describe_context, max_cpu_threads
+from spemd.pipeline.equilibration import DensityPlateau
 from spemd.pipeline.equilibration import is_z_only as barostat_is_z_only, set_volume as set_plateau_volume
 from spemd.provenance import provenance, sha256_file
 from spemd.pipeline.reporters import (
@@ -64,23 +87,10 @@ log = logging.getLogger(__name__)
 
 #: |potential energy| per atom beyond which a run counts as exploded (kJ/mol).
 ENERGY_LIMIT_PER_ATOM_KJ_MOL = 1.0e5
-#: seconds kept in hand when the budget comes from SLURM_JOB_END_TIME
-SLURM_END_MARGIN_S = 300.0
 #: at most this many steps between temperature updates of an annealing ramp
 RAMP_UPDATE_MAX_STEPS = 250
 #: wall seconds between progress lines in the log
 PROGRESS_LOG_SECONDS = 60.0
-
-PROTOCOL_DEFAULTS = {
-    "timestep_fs": 4.0,
-    "friction_per_ps": 1.0,
-    "pressure_bar": 1.0,
-    "barostat_interval": 25,
-    "checkpoint_minutes": 10.0,
-    "minimise_max_iterations": 2000,
-}
-STAGE_DEFAULTS = {"trajectory_interval_ps": 1.0, "state_interval_ps": 1.0}
-ENSEMBLES = ("NVT", "NPT")
 
 #: signals that make a running stage checkpoint at the next frame boundary and exit 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -89,175 +99,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 _after_checkpoint = None
 
 
-__all__ = ["StageIncomplete", "minimise", "run_stage", "stage_plan", "verify_checkpoint"]
-
-
-# --------------------------------------------------------------------------------------------- inputs
-
-
-class Params:
-    """The force-field step's outputs: System, Topology, positions, box and forcefield.json."""
-
-    def __init__(self, params_dir):
-        params_dir = Path(params_dir)
-        self.dir = params_dir
-        self.system_path = params_dir / "system.xml"
-        self.topology_path = params_dir / "topology.pdb"
-        self.meta_path = params_dir / "forcefield.json"
-        for p in (self.system_path, self.topology_path, self.meta_path):
-            if not p.is_file():
-                raise InputError(f"{p}: missing; run the force-field step first")
-        try:
-            self.system = openmm.XmlSerializer.deserialize(self.system_path.read_text())
-        except Exception as exc:
-            raise InputError(f"{self.system_path}: not a serialized openmm.System ({exc})") from None
-        if not isinstance(self.system, openmm.System):
-            raise InputError(f"{self.system_path}: holds a {type(self.system).__name__}, not an openmm.System")
-        pdb = app.PDBFile(str(self.topology_path))
-        self.topology = pdb.topology
-        self.positions = pdb.getPositions(asNumpy=True)
-        self.meta = json.loads(self.meta_path.read_text())
-        if self.topology.getNumAtoms() != self.system.getNumParticles():
-            raise InputError(
-                f"{self.topology_path}: {self.topology.getNumAtoms()} atoms but system.xml has "
-                f"{self.system.getNumParticles()} particles"
-            )
-        box = self.topology.getPeriodicBoxVectors()
-        self.box = box if box is not None else self.system.getDefaultPeriodicBoxVectors()
-        self.has_mof_slab = bool(self.meta.get("has_mof_slab", False))
-        self.mof_atom_indices = [int(i) for i in self.meta.get("mof_atom_indices", []) or []]
-        if self.has_mof_slab and not self.mof_atom_indices:
-            raise InputError(f"{self.meta_path}: has_mof_slab is true but mof_atom_indices is empty")
-
-    def input_files(self):
-        return [self.system_path, self.topology_path, self.meta_path]
-
-    def forcefield_files(self) -> dict:
-        """{xml name: SHA-256} of the force-field files the System was built from (forcefield.json)."""
-        return forcefield_hashes(self.meta)
-
-
-def forcefield_hashes(meta: dict) -> dict:
-    """{xml name: SHA-256} from a forcefield.json (a bare list of names, as in the test systems: no hashes)."""
-    files = meta.get("xml_files") or {}
-    return dict(files) if isinstance(files, dict) else {str(f): None for f in files}
-
-
-def _with_defaults(section: dict | None, defaults: dict) -> dict:
-    out = dict(defaults)
-    out.update({k: v for k, v in (section or {}).items() if v is not None})
-    return out
-
-
-def _steps(value_ps: float, dt_fs: float, key: str) -> int:
-    """A time in ps as a whole number of steps (ConfigError if it is not one)."""
-    exact = value_ps * 1000.0 / dt_fs
-    n = int(round(exact))
-    if abs(exact - n) > 1e-6 * max(1.0, exact):
-        raise ConfigError(f"{key}: {value_ps} ps is not a whole number of {dt_fs} fs time steps")
-    return n
-
-
-def stage_plan(stage: dict, protocol: dict) -> dict:
-    """Steps, intervals (steps) and ensemble of one stage; ConfigError for bad values."""
-    stage = _with_defaults(stage, STAGE_DEFAULTS)
-    protocol = _with_defaults(protocol, PROTOCOL_DEFAULTS)
-    name = stage.get("name")
-    if not name:
-        raise ConfigError("protocol.stages: every stage needs a name")
-    key = f"protocol.stages.{name}"
-    if stage.get("ensemble") not in ENSEMBLES:
-        raise ConfigError(one_of(f"{key}.ensemble", stage.get("ensemble"), ENSEMBLES))
-    if "time_ps" not in stage or stage["time_ps"] <= 0:
-        raise ConfigError(f"{key}.time_ps: required and must be > 0")
-    check_until(stage, key)
-    dt_fs = float(protocol["timestep_fs"])
-    n_steps = _steps(float(stage["time_ps"]), dt_fs, f"{key}.time_ps")
-    traj = _steps(float(stage["trajectory_interval_ps"]), dt_fs, f"{key}.trajectory_interval_ps")
-    if stage["state_interval_ps"] <= 0:
-        raise ConfigError(f"{key}.state_interval_ps: {stage['state_interval_ps']!r} is out of range; must be > 0")
-    rows = _steps(float(stage["state_interval_ps"]), dt_fs, f"{key}.state_interval_ps")
-    if n_steps < 1 or rows < 1 or (stage["trajectory_interval_ps"] > 0 and traj < 1):
-        raise ConfigError(f"{key}: time_ps and intervals must be at least one {dt_fs} fs step")
-    return {
-        "name": name,
-        "ensemble": stage["ensemble"],
-        "n_steps": n_steps,
-        "trajectory_interval": traj,  # 0 = no trajectory
-        "state_interval": rows,
-        # Checkpoints only at frame boundaries, so that truncating the trajectory on resume is exact,
-        # and for NPT also at multiples of the barostat interval: the barostat's move counter is not
-        # part of an OpenMM checkpoint and restarts at zero, so this keeps the moves on the same steps.
-        "checkpoint_unit": math.lcm(traj if traj > 0 else rows,
-                                    int(protocol["barostat_interval"]) if stage["ensemble"] == "NPT" else 1),
-        "dt_fs": dt_fs,
-    }
-
-
-def stage_temperature(stage: dict, default_K: float, step: int, n_steps: int) -> float:
-    """Thermostat temperature (K) at `step`: constant, or a linear ramp for ``[start, end]``.
-
-    Absent, None or the word "run" (also inside a ramp) mean the run's temperature `default_K`.
-    """
-    key = f"protocol.stages.{stage.get('name')}.temperature_K"
-
-    def kelvin(v):
-        if v is None or v == "run":
-            return float(default_K)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ConfigError(f"{key}: {v!r} is not allowed; allowed values: a temperature > 0, 'run', or [start, end]")
-        return float(v)
-
-    t = stage.get("temperature_K", default_K)
-    if isinstance(t, (list, tuple)):
-        if len(t) != 2:
-            raise ConfigError(f"{key}: a ramp is [start, end], got {t!r}")
-        start, end = kelvin(t[0]), kelvin(t[1])
-        frac = min(max(step / n_steps, 0.0), 1.0) if n_steps > 0 else 1.0
-        return start + (end - start) * frac
-    return kelvin(t)
-
-
-def stage_seed(seed: int, stage_name: str) -> int:
-    """A positive 31-bit seed for one stage (OpenMM treats 0 as 'pick one at random')."""
-    value = (int(seed) * 1_000_003 + zlib.crc32(stage_name.encode())) % (2**31 - 1)
-    return value or 1
-
-
-def wall_budget_seconds(max_wall_seconds: float | None) -> float | None:
-    """The wall-clock budget of this call: argument, SPEMD_MAX_WALL_SECONDS, SLURM_JOB_END_TIME - margin."""
-    if max_wall_seconds is not None:
-        return float(max_wall_seconds)
-    env = os.environ.get("SPEMD_MAX_WALL_SECONDS")
-    if env:
-        try:
-            return float(env)
-        except ValueError:
-            raise ConfigError(f"SPEMD_MAX_WALL_SECONDS: {env!r} is not a number of seconds") from None
-    end = os.environ.get("SLURM_JOB_END_TIME") or _slurm_end_time_from_squeue()
-    if end:
-        try:
-            return max(float(end) - time.time() - SLURM_END_MARGIN_S, 0.0)
-        except ValueError:
-            log.warning("SLURM_JOB_END_TIME=%r is not a Unix time; no wall-clock budget", end)
-    return None
-
-
-def _slurm_end_time_from_squeue() -> str | None:
-    """The job's end time (Unix seconds) from squeue, for Slurm versions that do not export SLURM_JOB_END_TIME."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    import datetime
-    import subprocess
-
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=30)
-        stamp = datetime.datetime.fromisoformat(out.stdout.strip())  # local time, as squeue prints it
-    except (OSError, subprocess.SubprocessError, ValueError):
-        log.warning("inside Slurm job %s but its end time is unknown (squeue); no wall-clock budget", job)
-        return None
-    return str(stamp.timestamp())
+__all__ = ["SLURM_END_MARGIN_S", "Params", "StageIncomplete", "minimise", "run_stage", "stage_plan", "stage_seed",
+           "stage_temperature", "verify_checkpoint", "wall_budget_seconds"]
 
 
 def _energy_limit(system) -> unit.Quantity:
@@ -268,53 +111,48 @@ def _finite(x) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _load_start_state(start_state, params: Params):
-    """(positions, box) from a State, a state.xml path, or None (= params/topology.pdb)."""
-    if start_state is None:
-        return params.positions, params.box
-    if isinstance(start_state, (str, os.PathLike)):
-        path = Path(start_state)
-        if not path.is_file():
-            raise InputError(f"{path}: start state not found; run the previous stage first")
-        try:
-            start_state = openmm.XmlSerializer.deserialize(path.read_text())
-        except Exception as exc:
-            raise InputError(f"{path}: not a serialized openmm.State ({exc})") from None
-    if not isinstance(start_state, openmm.State):
-        raise InputError(f"start_state: expected a State, a state.xml path or None, got {type(start_state).__name__}")
-    positions = start_state.getPositions(asNumpy=True)
-    if len(positions) != params.system.getNumParticles():
-        raise InputError(
-            f"start_state: {len(positions)} atoms but {params.system_path} has {params.system.getNumParticles()}"
-        )
-    return positions, start_state.getPeriodicBoxVectors()
-
-
 # --------------------------------------------------------------------------------------- minimisation
 
 
 def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
     """Local energy minimisation of params/topology.pdb; writes out_dir/state.xml and done.json.
 
-    Massless (fixed) atoms stay where they are. A finished folder (done.json present) is not redone.
+    Massless (fixed) atoms stay where they are. A finished folder is not redone unless its done.json
+    records other inputs (pipeline/stagefolder.py); then it is set aside and minimisation runs afresh.
     """
-    out_dir = Path(out_dir)
-    done_path = out_dir / "done.json"
-    if done_path.is_file():
-        log.info("minimise: %s exists; nothing to do", done_path)
-        return json.loads(done_path.read_text())
     protocol = _with_defaults(protocol, PROTOCOL_DEFAULTS)
-    params = Params(params_dir)
-    platform, props, description = select_platform(platform_cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with StageFolder(out_dir) as folder:
+        params = Params(params_dir)
+        # the minimiser reads only this key of the protocol
+        inputs = input_hashes(params.system_path, sha256_file(params.topology_path),
+                              {"minimise_max_iterations": int(protocol["minimise_max_iterations"])})
+        done_path = folder.dir / "done.json"
+        if done_path.is_file():
+            done = json.loads(done_path.read_text())
+            changed = changed_inputs(done.get("inputs"), inputs) if "inputs" in done else []
+            if not changed:
+                log.info("minimise: %s exists; nothing to do", done_path)
+                return done
+            folder.set_aside(f"minimise: {', '.join(changed)} changed since {done_path} was written")
+        result = _minimise(params, protocol, platform_cfg, folder.dir, inputs)
+        folder.finish()
+        return result
+
+
+def _minimise(params: Params, protocol: dict, platform_cfg: dict, out_dir: Path, inputs: dict) -> dict:
+    done_path = out_dir / "done.json"
+    choice = choose_platform(platform_cfg, params.system_path, params.positions, params.box, ("energy", "minimise"))
+    platform, props, description = choice.platform, choice.props, choice.description
     integrator = openmm.VerletIntegrator(0.001 * unit.picosecond)
     context = openmm.Context(params.system, integrator, platform, props)
+    watch = CrashWatch("minimise", description)
     try:
         context.setPeriodicBoxVectors(*params.box)
         context.setPositions(params.positions)
         e0 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         max_iter = int(protocol["minimise_max_iterations"])
         t0 = time.perf_counter()
+        watch.at("in the minimiser")
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, max_iter)
         wall = time.perf_counter() - t0
         state = context.getState(getPositions=True, getEnergy=True)
@@ -336,6 +174,8 @@ def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
             "n_atoms": params.system.getNumParticles(),
             "platform": platform.getName(),
             "device": describe_context(context),
+            "platform_choice": choice.record(),
+            "inputs": inputs,
             "provenance": provenance(
                 config={"protocol": protocol, "platform": platform_cfg},
                 inputs=params.input_files(),
@@ -345,6 +185,7 @@ def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
         write_json_atomic(done_path, result)
         return result
     finally:
+        watch.close()
         del context  # deterministic: Context before Integrator (see run_stage)
 
 
@@ -407,56 +248,6 @@ def _advance(sim: app.Simulation, reporters, end_step: int) -> None:
             )
             for r, _ in due:
                 r.report(sim, state)
-
-
-def sidecar_path(ckpt_path: Path) -> Path:
-    return ckpt_path.with_suffix(".json")
-
-
-def _checkpoint_record(step: int, dt_fs: float, n_atoms: int, platform_name: str) -> dict:
-    return {"step": int(step), "timestep_fs": float(dt_fs), "n_atoms": int(n_atoms),
-            "platform": platform_name, "openmm_version": openmm.__version__}
-
-
-def verify_checkpoint(ckpt_path: Path, dt_fs: float, n_atoms: int, platform_name: str) -> dict | None:
-    """The checkpoint's sidecar record if it matches this run and the file's SHA-256; else SimulationError.
-
-    None for a checkpoint without a sidecar (written before sidecars existed): usable, but unverified.
-    """
-    side = sidecar_path(ckpt_path)
-    pending = side.with_name(side.name + ".new")
-    if pending.is_file():  # killed between the checkpoint's rename and its record's (_write_checkpoint)
-        try:
-            matches = json.loads(pending.read_text()).get("sha256") == sha256_file(ckpt_path)
-        except ValueError:
-            matches = False
-        if matches:
-            os.replace(pending, side)
-        else:
-            pending.unlink()
-    if not side.is_file():
-        return None
-    try:
-        record = json.loads(side.read_text())
-        expected = {k: record[k] for k in ("step", "timestep_fs", "n_atoms", "platform", "openmm_version", "sha256")}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SimulationError(f"{side}: unreadable checkpoint record ({type(exc).__name__}: {exc}); delete the stage folder to restart it") from None
-    actual = _checkpoint_record(expected["step"], dt_fs, n_atoms, platform_name)
-    actual["sha256"] = sha256_file(ckpt_path)
-    if actual["sha256"] != expected["sha256"]:
-        raise SimulationError(
-            f"{ckpt_path}: corrupt or truncated (SHA-256 differs from {side.name}, {ckpt_path.stat().st_size} bytes on disk); "
-            "delete the stage folder to restart the stage"
-        )
-    what = {"timestep_fs": "protocol.timestep_fs", "n_atoms": "atom count", "platform": "platform",
-            "openmm_version": "OpenMM version"}
-    for key, label in what.items():
-        if actual[key] != expected[key]:
-            raise SimulationError(
-                f"{ckpt_path}: written with {label} {expected[key]!r}, this run has {actual[key]!r}; "
-                f"resume with the same {label} or delete the stage folder to restart the stage"
-            )
-    return expected
 
 
 def _write_checkpoint(context: openmm.Context, path: Path, reporters, energy_limit, step: int, time_ps: float,
@@ -530,17 +321,41 @@ def run_stage(
     and SimulationError on a blow-up (the last good checkpoint is kept).
     """
     t_call = time.perf_counter()
-    out_dir = Path(out_dir)
-    done_path = out_dir / "done.json"
-    if done_path.is_file():
-        log.info("stage %s: %s exists; nothing to do", stage.get("name"), done_path)
-        return json.loads(done_path.read_text())
     protocol = _with_defaults(protocol, PROTOCOL_DEFAULTS)
     plan = stage_plan(stage, protocol)
-    name, n_steps = plan["name"], plan["n_steps"]
+    name = plan["name"]
     stage = _with_defaults(stage, STAGE_DEFAULTS)
     budget = wall_budget_seconds(max_wall_seconds)
-    params = Params(params_dir)
+    with StageFolder(out_dir) as folder:
+        params = Params(params_dir)
+        inputs = input_hashes(params.system_path, start_state_sha256(start_state, params),
+                              stage_config(stage, protocol, temperature_K, seed))
+        done_path = folder.dir / "done.json"
+        if done_path.is_file():
+            done = json.loads(done_path.read_text())
+            changed = changed_inputs(done.get("inputs"), inputs) if "inputs" in done else []
+            if not changed:
+                log.info("stage %s: %s exists; nothing to do", name, done_path)
+                return done
+            folder.set_aside(f"stage {name}: {', '.join(changed)} changed since {done_path} was written")
+        ckpt_path = folder.dir / "checkpoint.chk"
+        record = checkpoint_record_on_disk(ckpt_path)
+        if ckpt_path.is_file() and record is not None:
+            changed = changed_inputs(record["inputs"], inputs) if "inputs" in record else []
+            if changed:
+                folder.set_aside(f"stage {name}: {', '.join(changed)} changed since {ckpt_path} was written")
+            elif record.get("stage_complete"):
+                folder.set_aside(f"stage {name}: finished before and its done.json was removed (a forced rerun)")
+        result = _run_stage(params, stage, plan, protocol, platform_cfg, temperature_K, seed, start_state,
+                            folder.dir, budget, t_call, inputs)
+        folder.finish()
+        return result
+
+
+def _run_stage(params: Params, stage: dict, plan: dict, protocol: dict, platform_cfg: dict, temperature_K: float,
+               seed: int, start_state, out_dir: Path, budget, t_call: float, inputs: dict) -> dict:
+    name, n_steps = plan["name"], plan["n_steps"]
+    done_path = out_dir / "done.json"
     system = params.system
     seed_s = stage_seed(seed, name)
     t_start = stage_temperature(stage, temperature_K, 0, n_steps)
@@ -557,9 +372,11 @@ def run_stage(
     )
     integrator.setRandomNumberSeed(seed_s)
 
-    platform, props, description = select_platform(platform_cfg)
+    choice = choose_platform(platform_cfg, params.system_path, params.positions, params.box, ("energy", "md"))
+    platform, props, description = choice.platform, choice.props, choice.description
     topology = params.topology
     sim = app.Simulation(topology, system, integrator, platform, props)
+    watch = CrashWatch(f"stage {name}", description, out_dir / "checkpoint.chk")
     try:
         device = describe_context(sim.context)
         widening = _idle_core_widening(platform, props)
@@ -573,7 +390,8 @@ def run_stage(
         # until: density_plateau -- extends the stage chunk by chunk (pipeline/equilibration.py)
         plateau = (DensityPlateau(stage, n_steps, plan["dt_fs"], plan["checkpoint_unit"], csv_path)
                    if stage.get("until") else None)
-        ckpt_record = _checkpoint_record(0, plan["dt_fs"], system.getNumParticles(), platform.getName())
+        ckpt_record = {**checkpoint_record(0, plan["dt_fs"], system.getNumParticles(), platform.getName()),
+                       "inputs": inputs}
         verified = False
         if ckpt_path.is_file():
             record = verify_checkpoint(ckpt_path, plan["dt_fs"], system.getNumParticles(), platform.getName())
@@ -623,7 +441,7 @@ def run_stage(
                 truncate_state_csv(csv_path, resumed_from)
             log.info("stage %s: resuming from checkpoint at step %d of %d (%s)", name, resumed_from, n_steps, device)
         else:
-            positions, box = _load_start_state(start_state, params)
+            positions, box = load_start_state(start_state, params)
             sim.context.setPeriodicBoxVectors(*box)
             sim.context.setPositions(positions)
             sim.context.setVelocitiesToTemperature(t_start * unit.kelvin, seed_s)
@@ -684,6 +502,7 @@ def run_stage(
             nonlocal last_ckpt, last_ckpt_step, verified
             time_ps = step * plan["dt_fs"] / 1000.0
             _write_checkpoint(sim.context, ckpt_path, writers, energy_limit, step, time_ps, {**ckpt_record, "step": step})
+            watch.checkpointed(step)
             last_ckpt, last_ckpt_step, verified = time.perf_counter(), step, True
 
         def kept_message():
@@ -715,6 +534,7 @@ def run_stage(
                     target = min(n_steps, (step // chunk + 1) * chunk)
                     if ramp:  # the chunk ending at `target` runs at the schedule's value there
                         set_temperature(target)
+                    watch.at(f"at steps {step}-{target} of {n_steps}")
                     _advance(sim, reporters, target)
                     step = sim.currentStep
                     if step % unit_steps != 0 or step >= n_steps:
@@ -771,6 +591,10 @@ def run_stage(
 
         final = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
         write_text_atomic(out_dir / "state.xml", openmm.XmlSerializer.serialize(final))
+        # before done.json: a checkpoint of a finished stage is never resumed once done.json is removed
+        # (Snakemake's --forcerun and rerun triggers delete it), so a forced rerun re-simulates
+        side = sidecar_path(ckpt_path)
+        write_json_atomic(side, {**json.loads(side.read_text()), "stage_complete": True})
         steps_this_run = n_steps - first_step
         ns_per_day = (steps_this_run * plan["dt_fs"] * 1e-6) / (wall_loop / 86400.0) if wall_loop > 0 and steps_this_run > 0 else None
         box = final.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
@@ -795,9 +619,11 @@ def run_stage(
             "equilibration": equilibration,
             "platform": platform.getName(),
             "device": device,
+            "platform_choice": choice.record(),
             "cpu_threads_grown": thread_changes,
             "seed": seed,
             "stage_seed": seed_s,
+            "inputs": inputs,
             "provenance": provenance(
                 seed=seed,
                 config={"stage": stage, "protocol": protocol, "platform": platform_cfg, "temperature_K": temperature_K},
@@ -812,4 +638,5 @@ def run_stage(
     finally:
         # Free the Context now, not in a garbage-collected cycle (an exception's traceback holds this frame):
         # a cycle may free the Integrator before the Context, and ~Context then touches freed memory.
+        watch.close()
         del sim.context

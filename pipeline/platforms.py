@@ -1,12 +1,18 @@
 """Choose the OpenMM platform a simulation runs on.
 
-``select_platform(platform_cfg)`` turns the ``platform`` section of the configuration into an
-``openmm.Platform``, the properties to create a Context with, and a one-line description (platform,
-device, precision, threads) that goes into the log and into every ``done.json``.
+``choose_platform(platform_cfg, system_xml, positions, box)`` turns the ``platform`` section of the
+configuration into an ``openmm.Platform``, the properties to create a Context with, a one-line
+description (platform, device, precision, threads) that goes into the log and into every ``done.json``,
+and the record of what was probed and skipped (``done.json``'s ``platform_choice``).
 
 * ``auto`` tries CUDA, then OpenCL, then CPU. A candidate counts only if a tiny Context can actually
-  be created on it (a CUDA plugin that loads on a node without a driver is skipped).
-* An explicit name that is unavailable is a :class:`SimulationError` listing the available platforms.
+  be created on it (a CUDA plugin that loads on a node without a driver is skipped) and, for CUDA and
+  OpenCL, if it passes the child-process probe on the run's own System (:mod:`spemd.pipeline.probe`:
+  energy and forces against CPU, a few minimiser iterations, a few MD steps; cached per machine and
+  System). A skipped candidate gets one warning line with the reason.
+* An explicit name that is unavailable is a :class:`SimulationError` listing the available platforms
+  (:func:`check_requested_platform` makes it a ConfigError before any job); an explicit CUDA or OpenCL
+  that fails the probe is a SimulationError naming the platform and the reason.
 * GPU precision comes from ``precision`` (mixed by default). ``device_index: null`` sets no
   ``DeviceIndex`` property, so the platform picks its default device, which under Slurm or on a
   workstation is the first one in ``CUDA_VISIBLE_DEVICES``.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 
 import openmm
 
@@ -170,11 +177,36 @@ def _check_cfg(platform_cfg: dict | None) -> dict:
     return cfg
 
 
-def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[str, str], str]:
-    """Pick and verify a platform; return ``(platform, context_properties, description)``.
+@dataclass
+class PlatformChoice:
+    """The platform a run uses, with what was probed and skipped on the way (``record()`` goes into done.json)."""
 
-    Raises ConfigError for a name/precision outside the allowed values and SimulationError when an
-    explicitly requested platform (or, for ``auto``, every candidate) cannot create a Context.
+    platform: openmm.Platform
+    props: dict[str, str]
+    description: str
+    requested: str
+    probes: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {
+            "requested": self.requested,
+            "chosen": self.platform.getName(),
+            "skipped": [{"platform": p["platform"], "reason": p["reason"]} for p in self.probes if not p["passed"]],
+            "probes": self.probes,
+        }
+
+
+def choose_platform(platform_cfg: dict | None, system_xml=None, positions_nm=None, box_nm=None,
+                    operations=("energy", "md", "minimise")) -> PlatformChoice:
+    """Pick and verify a platform for the System in `system_xml` at `positions_nm` in `box_nm`.
+
+    `operations`: what the caller will do on it (probe.OPERATIONS); ``auto`` probes all of them anyway.
+
+    Each candidate must create a tiny Context; a GPU candidate must also pass the child-process probe on
+    the run's own System (:mod:`spemd.pipeline.probe`) when `system_xml` is given. CPU and Reference are
+    the platforms the probe compares against, so they are not probed. ``auto`` skips a failing candidate
+    with one log line; a platform requested by name that fails stops with a SimulationError naming it
+    and the reason. ConfigError for a name/precision outside the allowed values.
     """
     cfg = _check_cfg(platform_cfg)
     available = available_platforms()
@@ -182,12 +214,9 @@ def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[st
         candidates = [n for n in AUTO_ORDER if n in available]
     else:
         if cfg["name"] not in available:
-            raise SimulationError(
-                f"platform.name: {cfg['name']!r} is not available on this machine; "
-                f"available platforms: {', '.join(available)}"
-            )
+            raise SimulationError(unavailable_message(cfg["name"], available))
         candidates = [cfg["name"]]
-    failures = []
+    failures, probes = [], []
     for name in candidates:
         props = platform_properties(name, cfg["device_index"], cfg["precision"])
         try:
@@ -195,13 +224,33 @@ def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[st
         except Exception as exc:  # OpenMMException: no device, bad device index, driver too old...
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             failures.append(f"{name} ({reason})")
+            probes.append({"platform": name, "props": props, "passed": False, "reason": f"no Context: {reason}"})
             log.info("platform %s unusable: %s", name, reason)
             continue
+        if system_xml is not None and name in GPU_PLATFORMS:
+            from spemd.pipeline.probe import OPERATIONS, probe_platform
+
+            result = probe_platform(name, props, system_xml, positions_nm, box_nm,
+                                    reference_props=platform_properties("CPU", None, cfg["precision"]),
+                                    operations=OPERATIONS if cfg["name"] == "auto" else operations)
+            probes.append(result)
+            how = "cached" if result["cached"] else f"{result['seconds']:.1f} s"
+            if not result["passed"]:
+                if cfg["name"] != "auto":
+                    raise SimulationError(
+                        f"platform.name: {name!r} failed the probe on {system_xml}: {result['reason']}; "
+                        f"set platform.name to one of {', '.join(n for n in available if n != name)} or auto"
+                    )
+                failures.append(f"{name} ({result['reason']})")
+                log.warning("platform %s skipped: %s (probe %s)", name, result["reason"], how)
+                continue
+            log.info("platform %s passed the probe: max force error %.2g of the RMS force (probe %s)",
+                     name, result["force_max_rel_err"], how)
         if cfg["name"] == "auto":
             log.info("platform auto -> %s", description)
         else:
             log.info("platform %s", description)
-        return platform, props, description
+        return PlatformChoice(platform, props, description, cfg["name"], probes)
     if cfg["name"] == "auto":
         raise SimulationError(
             f"platform.name: 'auto' found no working platform among {', '.join(AUTO_ORDER)}; "
@@ -211,3 +260,27 @@ def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[st
         f"platform.name: {cfg['name']!r} failed to create a context ({failures[0]}); "
         f"available platforms: {', '.join(available)}"
     )
+
+
+def select_platform(platform_cfg: dict | None) -> tuple[openmm.Platform, dict[str, str], str]:
+    """``choose_platform`` without a System (tiny-Context check only): ``(platform, properties, description)``."""
+    choice = choose_platform(platform_cfg)
+    return choice.platform, choice.props, choice.description
+
+
+def unavailable_message(name: str, available: list[str]) -> str:
+    return f"platform.name: {name!r} is not available on this machine; available platforms: {', '.join(available)}"
+
+
+def check_requested_platform(platform_cfg: dict | None) -> None:
+    """Stop early (ConfigError) when the config names a platform this machine lacks; ``auto`` always passes.
+
+    Meant for ``spemd validate`` and the Snakefile on local execution: on a cluster the jobs run on other
+    machines, whose platforms this one cannot see.
+    """
+    cfg = _check_cfg(platform_cfg)
+    available = available_platforms()
+    if cfg["name"] != "auto" and cfg["name"] not in available:
+        raise ConfigError(unavailable_message(cfg["name"], available)
+                          + " (checked because the jobs run on this machine; cluster profiles and"
+                          " `spemd validate --remote` skip this check)")

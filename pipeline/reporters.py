@@ -27,7 +27,7 @@ from openmm import unit
 from spemd.slab import MOF_RESIDUES, film_centre_density_g_cm3
 from spemd.pipeline.dcd import DCDWriter
 from spemd.errors import SimulationError
-from spemd.files import atomic_path
+from spemd.files import atomic_path, names_own_file
 
 CSV_COLUMNS = (
     "Time (ps)",
@@ -137,6 +137,7 @@ class StateCSVReporter:
 
     def __init__(self, path, interval: int, total_steps: int, system: openmm.System, topology,
                  energy_limit: unit.Quantity, append: bool = False):
+        self.path = Path(path)
         self.interval = int(interval)
         self.total_steps = int(total_steps)
         self._dof = degrees_of_freedom(system)
@@ -157,6 +158,7 @@ class StateCSVReporter:
         include = ["energy", "positions"] if self._slab.indices.size else ["energy"]
         return {"steps": _steps_to_next(simulation, self.interval), "periodic": None, "include": include}
 
+    @names_own_file
     def report(self, simulation, state):
         step = simulation.currentStep
         t = state.getTime()
@@ -193,6 +195,7 @@ class StateCSVReporter:
         self._csv.writerow(row)
         self.last_row = dict(zip(CSV_COLUMNS, row))
 
+    @names_own_file
     def flush(self, sync: bool = False):
         self._fh.flush()
         if sync:

@@ -4,11 +4,11 @@
 rule analyse:
     input:
         params=rules.parametrise.output.forcefield,
-        production=f"results/{{system}}/rep{{replica}}/{{T}}K/md/{PRODUCTION}/done.json",
+        production=f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/md/{PRODUCTION}/done.json",
     output:
-        transport="results/{system}/rep{replica}/{T}K/analysis/transport.json",
+        transport=f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/analysis/transport.json",
         figures=report(
-            directory("results/{system}/rep{replica}/{T}K/analysis/figures"),
+            directory(f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/analysis/figures"),
             patterns=["{figure}.png"],
             caption="../report/run_figures.rst",
             category="Runs",
@@ -20,8 +20,11 @@ rule analyse:
         params_dir=lambda w, input: os.path.dirname(input.params),
         production=lambda w, input: os.path.dirname(input.production),
         out=lambda w, output: os.path.dirname(output.transport),
+    resources:
+        mem_mb=job_mem_mb("analyse"),
+        runtime=job_runtime("analyse"),
     log:
-        "logs/analyse/{system}_rep{replica}_{T}K.log",
+        f"{LOGS}/analyse/{{system}}_rep{{replica}}_{{T}}K.log",
     shell:
         "spemd analyse-run --config-json {params.cfg:q} --params {params.params_dir} "
         "--production {params.production} --temperature {wildcards.T} --system {wildcards.system} "
@@ -34,6 +37,6 @@ rule summarise:
     output:
         summary_table(),
     log:
-        "logs/summarise.log",
+        f"{LOGS}/summarise.log",
     shell:
         "spemd summarise --out {output} {input} > {log} 2>&1"

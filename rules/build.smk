@@ -3,13 +3,16 @@
 
 rule build:
     output:
-        box="results/{system}/rep{replica}/build/box.pdb",
-        composition="results/{system}/rep{replica}/build/composition.json",
+        box=f"{RESULTS}/{{system}}/rep{{replica}}/build/box.pdb",
+        composition=f"{RESULTS}/{{system}}/rep{{replica}}/build/composition.json",
     params:
         cfg=lambda w: sections("build", "seed", "forcefield", systems={w.system: CONFIG["systems"][w.system]}),
         out=lambda w, output: os.path.dirname(output.box),
+    resources:
+        mem_mb=job_mem_mb("build"),
+        runtime=job_runtime("build"),
     log:
-        "logs/build/{system}_rep{replica}.log",
+        f"{LOGS}/build/{{system}}_rep{{replica}}.log",
     shell:
         "spemd build --config-json {params.cfg:q} --system {wildcards.system} "
         "--replica {wildcards.replica} --out {params.out} > {log} 2>&1"
@@ -17,12 +20,12 @@ rule build:
 
 rule calibrate:
     output:
-        "results/calibration/{metal}/calibration.json",
+        f"{RESULTS}/calibration/{{metal}}/calibration.json",
     params:
         cfg=lambda w: sections("forcefield", "calibration"),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        "logs/calibrate/{metal}.log",
+        f"{LOGS}/calibrate/{{metal}}.log",
     shell:
         "spemd calibrate --config-json {params.cfg:q} --metal {wildcards.metal} --out {params.out} > {log} 2>&1"
 
@@ -32,14 +35,17 @@ rule parametrise:
         unpack(calibration_input),
         box=rules.build.output.box,
     output:
-        system="results/{system}/rep{replica}/params/system.xml",
-        topology="results/{system}/rep{replica}/params/topology.pdb",
-        forcefield="results/{system}/rep{replica}/params/forcefield.json",
+        system=f"{RESULTS}/{{system}}/rep{{replica}}/params/system.xml",
+        topology=f"{RESULTS}/{{system}}/rep{{replica}}/params/topology.pdb",
+        forcefield=f"{RESULTS}/{{system}}/rep{{replica}}/params/forcefield.json",
     params:
         cfg=lambda w: sections("forcefield"),
         out=lambda w, output: os.path.dirname(output.system),
         calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
+    resources:
+        mem_mb=job_mem_mb("parametrise"),
+        runtime=job_runtime("parametrise"),
     log:
-        "logs/parametrise/{system}_rep{replica}.log",
+        f"{LOGS}/parametrise/{{system}}_rep{{replica}}.log",
     shell:
         "spemd parametrise --config-json {params.cfg:q} --box {input.box} {params.calibration} --out {params.out} > {log} 2>&1"

@@ -7,7 +7,7 @@ from spemd.analysis.study import report_layout
 report: "../report/workflow.rst"
 
 
-STUDY_DIR = "results/study"
+STUDY_DIR = f"{RESULTS}/study"
 STUDY_CATEGORY = "Study across systems"
 # NPT density for the model-vs-experiment check: the last NPT stage of the protocol (None: no check).
 NPT_STAGE = ([s["name"] for s in CONFIG["protocol"]["stages"] if s.get("ensemble") == "NPT"] or [None])[-1]
@@ -17,7 +17,7 @@ STUDY_OUTPUTS = [  # (a line may not start with `report(`: Snakemake's parser re
     for e in report_layout(CONFIG["systems"], CONFIG["temperatures_K"])
 ]
 STUDY_NPT_DONE = (
-    expand("results/{system}/rep{replica}/{T}K/md/{stage}/done.json", system=SYSTEMS, replica=REPLICAS,
+    expand(f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/md/{{stage}}/done.json", system=SYSTEMS, replica=REPLICAS,
            T=TEMPERATURES, stage=NPT_STAGE) if NPT_STAGE else []
 )
 
@@ -25,7 +25,7 @@ STUDY_NPT_DONE = (
 rule study:
     input:
         transport=all_analysis_outputs(),
-        composition=expand("results/{system}/rep{replica}/build/composition.json", system=SYSTEMS, replica=REPLICAS),
+        composition=expand(f"{RESULTS}/{{system}}/rep{{replica}}/build/composition.json", system=SYSTEMS, replica=REPLICAS),
         npt=STUDY_NPT_DONE,
     output:
         STUDY_OUTPUTS,
@@ -34,6 +34,6 @@ rule study:
         npt=f"--npt-stage {NPT_STAGE}" if NPT_STAGE else "--npt-stage ''",
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        "logs/study.log",
+        f"{LOGS}/study.log",
     shell:
         "spemd study --config-json {params.cfg:q} {params.npt} --out {params.out} {input.transport} > {log} 2>&1"

@@ -10,14 +10,17 @@ rule minimise:
     input:
         system=rules.parametrise.output.system,
     output:
-        done="results/{system}/rep{replica}/{T}K/md/minimise/done.json",
+        done=f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/md/minimise/done.json",
     params:
         cfg=lambda w: sections("protocol", "platform"),
         params_dir=lambda w, input: os.path.dirname(input.system),
         out=lambda w, output: os.path.dirname(output.done),
     threads: md_threads
+    resources:
+        mem_mb=job_mem_mb("minimise"),
+        runtime=job_runtime("minimise"),
     log:
-        "logs/minimise/{system}_rep{replica}_{T}K.log",
+        f"{LOGS}/minimise/{{system}}_rep{{replica}}_{{T}}K.log",
     shell:
         "OPENMM_CPU_THREADS={threads} spemd minimise --config-json {params.cfg:q} "
         "--params {params.params_dir} --out {params.out} > {log} 2>&1"
@@ -28,7 +31,7 @@ rule md_stage:
         system=rules.parametrise.output.system,
         start=previous_state,
     output:
-        done="results/{system}/rep{replica}/{T}K/md/{stage}/done.json",
+        done=f"{RESULTS}/{{system}}/rep{{replica}}/{{T}}K/md/{{stage}}/done.json",
     params:
         cfg=lambda w: sections("protocol", "platform", "seed"),
         params_dir=lambda w, input: os.path.dirname(input.system),
@@ -38,8 +41,10 @@ rule md_stage:
     resources:
         # a resource, not a param: it changes with --cores, and a param change would rerun every stage
         md_max_threads=md_max_threads,
+        mem_mb=job_mem_mb("md_stage"),
+        runtime=job_runtime("md_stage"),
     log:
-        "logs/md/{system}_rep{replica}_{T}K_{stage}.log",
+        f"{LOGS}/md/{{system}}_rep{{replica}}_{{T}}K_{{stage}}.log",
     shell:
         "OPENMM_CPU_THREADS={threads} SPEMD_MD_MAX_THREADS={resources.md_max_threads} spemd md --config-json {params.cfg:q} --params {params.params_dir} "
         "--stage {wildcards.stage} --temperature {wildcards.T} --replica {wildcards.replica} "

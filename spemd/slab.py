@@ -22,6 +22,12 @@ VDW_RADIUS_NM = {"H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "S"
 #: CPE box) and the pore mouths stay outside it, so the band holds the film's bulk.
 FILM_CENTRE_CLEARANCE_NM = 0.6
 
+#: A paddlewheel metal's axial (open) site lies on the M-M axis, away from its partner, this far (nm) from
+#: the metal; the metal is a surface open site when that point is within EXPOSED_FACE_NM of a slab face
+#: (the slab's outermost atom centres) or beyond it (systems/mof.py builds, analysis/open_sites.py measures).
+AXIAL_SITE_NM = 0.22
+EXPOSED_FACE_NM = 0.3
+
 
 def film_gap(slab_z_nm, height_nm: float) -> tuple[float, float]:
     """(z_lo, z_hi), z_hi > z_lo: the largest gap between slab atom centres on the periodic z axis, the film.
@@ -57,3 +63,16 @@ def film_centre_density_g_cm3(electrolyte_z_nm, electrolyte_mass_amu, slab_z_nm,
     inside, thickness = film_centre_band(electrolyte_z_nm, slab_z_nm, height_nm, clearance_nm)
     mass = float(np.sum(np.asarray(electrolyte_mass_amu, dtype=float)[inside]))
     return density_g_per_cm3(mass, area_nm2 * thickness)
+
+
+def face_distance_nm(z_nm, slab_z_nm, height_nm: float) -> np.ndarray:
+    """Signed distance (nm) of each z from the nearer slab face, both faces folded onto one axis.
+
+    The faces are the slab's outermost atom centres (:func:`film_gap`). Positive in the film (0 at a face,
+    half the film thickness at its centre), negative inside the slab's z-extent (minus the depth below
+    the nearer face)."""
+    lo, hi = film_gap(slab_z_nm, height_nm)
+    z = lo + np.mod(np.asarray(z_nm, dtype=float) - lo, height_nm)  # z in [lo, lo + height)
+    in_film = z <= hi
+    into_slab = np.minimum(z - hi, lo + height_nm - z)
+    return np.where(in_film, np.minimum(z - lo, hi - z), -into_slab)

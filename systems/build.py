@@ -46,6 +46,8 @@ from spemd.systems import molecules
 MOF_METALS = ("FeNi", "Fe", "Ni", "Cu")
 MAX_MOF_WT_PERCENT = 50.0
 WT_TOLERANCE_PERCENT = 0.5
+# Whole ions only: an EO:Na achieved further than this (relative) from eo_per_na is a composition not met
+EO_PER_NA_TOLERANCE = 0.25
 # Non-bonded atoms (more than three bonds apart) closer than this mean a failed build.
 MIN_PAIR_NM = 0.1
 # Fresh starts of a chain that got stuck, and random (position, orientation) tries per ion.
@@ -107,6 +109,17 @@ def _check_spec(name: str, spec: dict, build_cfg: dict, cutoff_nm: float) -> Non
             raise ConfigError(f"build.{k}: {build_cfg.get(k)!r} is out of range; must be > 0")
     if not cutoff_nm > 0:
         raise ConfigError(f"forcefield.nonbonded_cutoff_nm: {cutoff_nm!r} is out of range; must be > 0")
+
+
+def _check_salt(key: str, total_eo: int, n_salt: int, eo_per_na: float) -> None:
+    """BuildError when whole Na+ ions cannot give EO:Na = eo_per_na within EO_PER_NA_TOLERANCE."""
+    achieved = total_eo / n_salt
+    if abs(achieved - eo_per_na) > EO_PER_NA_TOLERANCE * eo_per_na:
+        raise BuildError(
+            f"{key}.eo_per_na: {eo_per_na:g} cannot be met with {total_eo} EO (closest: {n_salt} Na+, "
+            f"EO:Na = {achieved:.4g}, off by more than {EO_PER_NA_TOLERANCE:.0%}); use more or longer chains "
+            "or a smaller eo_per_na"
+        )
 
 
 def composite_chains(mof_mass_amu: float, wt_percent: float, eo_per_chain: int, eo_per_na: float, key: str) -> dict:
@@ -457,6 +470,7 @@ def build_box(name: str, spec: dict, build_cfg: dict, seed: int, out_dir, cutoff
         if target is not None and units.volume_nm3_for_density(other_mass, target) ** (1 / 3) <= 2.0 * cutoff_nm:
             raise BuildError(f"{key}.chains: the box compressed to build.target_density_g_cm3 = {target:g} is not "
                              f"above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm}); use more chains")
+    _check_salt(key, sum(chain_eo), n_salt, eo_per_na)
     if box[2] <= 2.0 * cutoff_nm:
         raise BuildError(f"{key}.mof_wt_percent: box height {box[2]:.3f} nm is not above 2 x forcefield.nonbonded_cutoff_nm ({cutoff_nm})")
 

@@ -107,6 +107,7 @@ import openmm.app as app
 import openmm.unit as u
 
 from spemd.errors import BuildError, ConfigError, one_of
+from spemd.slab import AXIAL_SITE_NM, EXPOSED_FACE_NM  # the analysis finds the open sites with them too
 from spemd.units import angstrom_to_nm, density_g_per_cm3
 
 #: Cubic lattice constant of Cu3(BTC)2 (Chui et al. 1999), Angstrom.
@@ -145,9 +146,6 @@ BOND_CUTOFF_ANGSTROM = {
 #: [z, z + 1)) starts: between the unit-centre layers PW 0 and BTC 0.1576, so that no centre lies on
 #: the window edge. The slab itself is cut by :func:`slab_cut`.
 Z_ORIGIN_FRACTION = 0.0788
-
-AXIAL_SITE_NM = 0.22
-EXPOSED_FACE_NM = 0.3
 
 MOF_XML = Path(__file__).resolve().parents[1] / "forcefields" / "mof.xml"
 

@@ -93,12 +93,15 @@ def write_run(root, system, replica, T, record, *, wt=None, metal=None, density=
             w.writerow(["Time (ps)", "Step", "Density (g/mL)"])
             for i, rho in enumerate(density):
                 w.writerow([i * 1.0, i * 250, rho])
+    # a first peak at 2.3 A and a minimum at 3.1 A; n(r) (at the bins' upper edges) is the record's CN there
     r = np.linspace(0.01, 0.8, 80)
-    g = 1 + 3 * np.exp(-((r - 0.23 - rdf_shift_nm) / 0.02) ** 2)
+    g = 1 + 3 * np.exp(-((r - 0.23 - rdf_shift_nm) / 0.02) ** 2) - 0.6 * np.exp(-((r - 0.31) / 0.03) ** 2)
+    n = np.cumsum(g * r**2)
+    n *= record["rdf"]["Na-O_TFSI"]["first_shell_cn"] / np.interp(0.31, r + 0.005, n)
     with open(analysis / "rdf_Na-O_TFSI.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["r (nm)", "g(r)", "n(r)"])
-        for a, b, c in zip(r, g, np.cumsum(g) / 20):
+        for a, b, c in zip(r, g, n):
             w.writerow([a, b, c])
     t = np.arange(50) * 0.2
     for sp in ("Na", "TFSI"):

@@ -100,3 +100,29 @@ def test_conductivity_class_on_wrapped_universe_equals_position_route():
                                                                     rel=1e-3)
     assert c.nernst_einstein["charge_scale"] == 0.75
     assert 0 < c.nernst_einstein["t_plus"] < 1
+
+
+def test_self_and_collective_msd_covariance_matches_simulation():
+    # Cov(MSD_self(n), MSD_M(m)), M = sum of P independent walkers: d C_1(n, m) (ne_eh_covariance's kernel)
+    from spemd.analysis.msd import _pair_covariance, msd_fft
+
+    N, n, m, D, P = 100, 10, 25, 1.0, 3
+    x = np.cumsum(np.random.default_rng(1).normal(0, np.sqrt(2 * D), size=(3000, N, P, 3)), axis=1)
+    self_msd = np.array([msd_fft(xi)[n] for xi in x])
+    coll_msd = np.array([msd_fft(xi.sum(axis=1)[:, None, :])[m] for xi in x])
+    pred = 3 * _pair_covariance(2 * D * np.arange(N, dtype=float), n, m, N)
+    assert np.cov(self_msd, coll_msd)[0, 1] == pytest.approx(pred, rel=0.12)
+
+
+def test_haven_error_uses_the_ne_eh_covariance():
+    cat = brownian_positions(3, 500, 2e-3, 1.0, (4, 4, 4), seed=11)
+    an = brownian_positions(3, 500, 2e-3, 1.0, (4, 4, 4), seed=5001)
+    out = conductivity_from_positions(cat, an, 1.0, 64.0, 300.0, fit_start_fraction=0.02, fit_end_fraction=0.2)
+    ne, eh, h = out["nernst_einstein"], out["einstein_helfand"], out["haven_ratio"]
+    a, b = ne["sigma_err_S_per_cm"] / ne["sigma_S_per_cm"], eh["sigma_EH_err_S_per_cm"] / eh["sigma_EH_S_per_cm"]
+    cov = out["ne_eh_covariance"]
+    corr = cov / (ne["sigma_err_S_per_cm"] * eh["sigma_EH_err_S_per_cm"])
+    assert 0.1 < corr < 1  # same ions, so positively correlated; a few ions: clearly so
+    hand = h * np.sqrt(a**2 + b**2 - 2 * cov / (ne["sigma_S_per_cm"] * eh["sigma_EH_S_per_cm"]))
+    assert out["haven_ratio_err"] == pytest.approx(hand, rel=1e-12)
+    assert out["haven_ratio_err"] < h * np.hypot(a, b)

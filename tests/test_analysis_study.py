@@ -1,6 +1,7 @@
 """analysis.study on synthetic transport.json files (tests/study_synthetic.py mirrors analysis.production)."""
 
 import argparse
+import io
 import csv
 import json
 import math
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from spemd.analysis.paper import peo_melt_density_g_cm3
-from spemd.analysis.study import (add_study_parser, aggregate, comparison_rows, density_check, density_drift, expected_outputs,
+from spemd.analysis.study import (add_study_parser, aggregate, aggregated_csv, comparison_rows, density_check, density_drift, expected_outputs,
                             load_runs, npt_density, run_study, verdict)
 from spemd.errors import InputError
 from spemd.units import BOLTZMANN_EV_PER_K
@@ -177,12 +178,13 @@ def test_protocol_check_rows_flag_drifting_density_and_subdiffusive_na(tmp_path)
     runs = load_runs(paths)
     for r in runs:
         if r["system"] == "CPE-10":
-            r["beta_Na"] = 0.55
+            r["beta_Na"], r["diffusive_Na"], r["beta_flag_Na"] = 0.55, False, "sub-diffusive"
     rows = comparison_rows(aggregate(runs))
     plateau = {r["system"]: r for r in rows if r["id"] == "density_plateau"}
     assert plateau["PEO"]["verdict"] == "no" and "rep0: +4." in plateau["PEO"]["ours"]
     beta = {r["system"]: r for r in rows if r["id"] == "na_msd_diffusive"}
-    assert beta["PEO"]["verdict"] == "yes" and beta["CPE-10"]["verdict"] == "no" and "0.55" in beta["CPE-10"]["ours"]
+    assert beta["PEO"]["verdict"] == "yes" and beta["CPE-10"]["verdict"] == "no"
+    assert "no D, beta 0.55 (sub-diffusive)" in beta["CPE-10"]["ours"]
     # the D ordering is decisive in the numbers (2e-6 vs ~2e-7) but rests on failed checks: withheld
     d_row = [r for r in rows if r["id"] == "D_Na_composite_gt_plain"][0]
     assert d_row["difference"] > 2 * d_row["sigma_combined"]
@@ -229,3 +231,77 @@ def test_composite_density_reference_uses_the_film_centres_salt_fraction(tmp_pat
     assert ref < electrolyte_reference_density(T, 0.25, 303.14)["density_g_cm3"]  # less salt, less dense
     assert rows[0]["deviation_percent"] == pytest.approx(100 * (1.10 - ref) / ref, rel=1e-6)
     assert "film centre's salt mass fraction 0.2000" in rows[0]["note"] and "0.2500" in rows[0]["note"]
+
+
+def _rdf_csv(path, g, n, n_sem):
+    r = np.arange(80) * 0.01 + 0.005
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["r (nm)", "g(r)", "n(r)", "g(r) SEM", "g(r) finite-size corrected", "g(r) finite-size corrected SEM",
+                    "n(r) SEM"])
+        for row in zip(r, g, n, np.full(80, 0.02), g, np.full(80, 0.02), n_sem):
+            w.writerow(row)
+
+
+def test_cn_compared_at_one_radius_from_the_pooled_g_with_ion_and_replica_errors(tmp_path):
+    # PEO's own shell was null (as on the default run, where it had been the last bin); CPE-10's at 3.65 A.
+    # The study reads both CNs at the pooled g's minimum (3.45 A here), errors from the n(r) SEM column.
+    r = np.arange(80) * 0.01 + 0.005
+    base = 1 + 5 * np.exp(-((r - 0.25) / 0.02) ** 2) - 0.8 * np.exp(-((r - 0.345) / 0.03) ** 2)
+    paths = _two_systems(tmp_path, peo=[dict(D_Na=1e-7, D_Na_sigma=1e-8, cn=4.58)] * 2,
+                         cpe=[dict(D_Na=2e-7, D_Na_sigma=1e-8, cn=2.0)])
+    slopes = {"PEO": [1.0, 1.1], "CPE-10": [0.8]}
+    for p in paths:
+        data = json.loads(p.read_text())
+        system, rep = data["system"], data["replica"]
+        if system == "PEO":
+            data["rdf"]["Na-O_TFSI"].update(first_shell_radius_nm=None, first_shell_radius_A=None, first_shell_cn=None,
+                                            first_shell_reason="g(r) does not rise significantly")
+        else:
+            data["rdf"]["Na-O_TFSI"].update(first_shell_radius_nm=0.365, first_shell_radius_A=3.65)
+        p.write_text(json.dumps(data))
+        k = slopes[system][rep]
+        _rdf_csv(p.parent / "rdf_Na-O_TFSI.csv", base + (0.02 if system == "PEO" else -0.02), k * 10 * r,
+                 0.05 * k * 10 * r)
+    agg = aggregate(load_runs(paths))
+    sh = agg["common_shell"]["353"]
+    assert sh["radius_A"] == pytest.approx(3.45) and sh["reason"] is None and "pooled g(r) of 3 run(s)" in sh["source"]
+    rc_edge = 3.45  # n(r) is at the upper edge: r + 0.005 nm, so n(r_c) = k * 10 * (r_c - 0.005)
+    n_peo = [k * 10 * (0.345 - 0.005) for k in (1.0, 1.1)]
+    s_peo = [0.05 * v for v in n_peo]
+    w = 1 / np.square(s_peo)
+    mean = float(np.sum(w * n_peo) / np.sum(w))
+    birge = math.sqrt(float(np.sum(w * (np.array(n_peo) - mean) ** 2)))  # n - 1 = 1
+    peo = agg["points"][("PEO", 353.0)]["cn_NaO_TFSI_common"]
+    assert peo["mean"] == pytest.approx(mean) and peo["sigma"] == pytest.approx(max(1, birge) / math.sqrt(w.sum()))
+    cpe = agg["points"][("CPE-10", 353.0)]["cn_NaO_TFSI_common"]
+    assert cpe["mean"] == pytest.approx(0.8 * 10 * 0.34) and cpe["sigma"] == pytest.approx(0.05 * 0.8 * 10 * 0.34)
+    row = _row(comparison_rows(agg), "cn_NaO_TFSI_weaker_with_MOF")
+    assert row["difference"] == pytest.approx(peo["mean"] - cpe["mean"])
+    assert row["sigma_combined"] == pytest.approx(math.hypot(peo["sigma"], cpe["sigma"]))
+    assert row["verdict"] == "yes" and f"r_c = {rc_edge:.3g} Å" in row["note"]
+    # the shells and why one is null are in aggregated.csv
+    table = list(csv.DictReader(io.StringIO(aggregated_csv(agg))))
+    peo_row = [t for t in table if t["system"] == "PEO"][0]
+    assert peo_row["NaO_TFSI_shell_radius_A"] == "" and "does not rise" in peo_row["NaO_TFSI_shell_why_null"]
+    assert float(peo_row["NaO_TFSI_common_shell_radius_A"]) == pytest.approx(3.45)
+
+    # a pooled g without a minimum inside 2.8-4.0 A: no common radius, the verdict withheld with the reason
+    for p in paths:
+        _rdf_csv(p.parent / "rdf_Na-O_TFSI.csv", 1 + 5 * np.exp(-((r - 0.25) / 0.02) ** 2) + 0.3 * (r > 0.3) * (0.5 - r),
+                 10 * r, 0.5 * r)
+    rows = comparison_rows(aggregate(load_runs(paths)))
+    row = _row(rows, "cn_NaO_TFSI_weaker_with_MOF")
+    assert row["verdict"] == "not available" and "no common first shell" in row["ours"]
+    assert "made-up radius" in row["note"]
+
+
+def test_config_shell_radius_is_the_common_radius(tmp_path):
+    paths = _two_systems(tmp_path)
+    for p in paths:
+        data = json.loads(p.read_text())
+        data["rdf"]["Na-O_TFSI"].update(first_shell_radius_nm=0.35, first_shell_radius_A=3.5,
+                                        first_shell_source="config analysis.shell_radius_nm")
+        p.write_text(json.dumps(data))
+    sh = aggregate(load_runs(paths))["common_shell"]["353"]
+    assert sh["radius_nm"] == 0.35 and sh["source"] == "config analysis.shell_radius_nm"

@@ -7,6 +7,9 @@ no output behind.
 
 import copy
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -222,3 +225,177 @@ def test_dcd_cut_mid_frame_warns_naming_the_frames(tmp_path):
     text = str(record[0].message)
     assert "3 complete frames on disk, frame 4 cut off after 20 of" in text
     assert "the header says 5 frames (frames 4-5 are missing)" in text
+
+
+# ------------------------------------------------ analysis inputs, force-field files, YAML, disk (issue 31)
+
+N_IONS = 4
+
+
+def _ion_box(tmp_path, n_frames=6, nan_at=None):
+    """4 Na+ (residue NA), 4 TFSI- (residue TFS, atom N1 only), 4 PEO units (PEM, O1) in a 2 nm box; a DCD
+    of random walks, with one NaN coordinate at (frame, atom) = nan_at."""
+    lines, k = [], 0
+    for resname, name, elem in (("NA", "NA", "Na"), ("TFS", "N1", "N"), ("PEM", "O1", "O")):
+        for i in range(N_IONS):
+            k += 1
+            lines.append(f"ATOM  {k:5d} {name:<4s} {resname:3s} A{k:4d}    {1.0 * i:8.3f}{2.0 * i:8.3f}{3.0:8.3f}"
+                         f"  1.00  0.00          {elem:>2s}\n")
+    pdb = tmp_path / "ions.pdb"
+    pdb.write_text("CRYST1   20.000   20.000   20.000  90.00  90.00  90.00 P 1           1\n" + "".join(lines) + "END\n")
+    from spemd.pipeline.dcd import DCDWriter
+
+    rng = np.random.default_rng(1)
+    xyz = rng.random((k, 3)) * 2.0
+    w = DCDWriter(tmp_path / "ions.dcd", k, 0.002, first_step=10, interval=10)
+    for f in range(n_frames):
+        xyz = xyz + 0.01 * rng.standard_normal(xyz.shape)
+        frame = xyz.copy()
+        if nan_at is not None and f == nan_at[0]:
+            frame[nan_at[1]] = np.nan
+        w.write(frame, np.eye(3) * 2.0)
+    w.close()
+    return pdb, tmp_path / "ions.dcd"
+
+
+def _analyse(kind, pdb, dcd, out, select, select2=None):
+    argv = [sys.executable, "-m", "spemd", "analyse", kind, "--topology", str(pdb), "--trajectory", str(dcd),
+            "--select", select, "--out", str(out), "--quiet"]
+    if select2:
+        argv += ["--select2", select2]
+    if kind == "rdf":
+        argv += ["--r-max-nm", "0.9", "--bins", "10"]
+    if kind == "conductivity":
+        argv += ["--temperature-K", "300"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("kind,select,select2", [("rdf", "resname NA", "resname TFS"), ("msd", "resname NA", None),
+                                                  ("conductivity", "resname NA", "resname TFS")])
+def test_nan_coordinate_names_frame_and_atom(tmp_path, kind, select, select2):
+    pdb, dcd = _ion_box(tmp_path, nan_at=(3, 2))  # frame 3, atom index 2 (the third Na+)
+    proc = _analyse(kind, pdb, dcd, tmp_path / "out", select, select2)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "frame 3 " in err[0] and "atom 2 (NA 3 NA)" in err[0] and "non-finite coordinate" in err[0]
+    assert not (tmp_path / "out" / f"{kind}.json").exists()
+
+
+@pytest.mark.parametrize("cations,anions,which", [("resname PEM", "resname TFS", "cations: net charge +0 e"),
+                                                  ("resname TFS", "resname NA", "cations: net charge -4 e"),
+                                                  ("resname NA", "resname NA PEM", "anions: net charge +4 e")])
+def test_conductivity_species_need_opposite_non_zero_charges(tmp_path, cations, anions, which):
+    pdb, dcd = _ion_box(tmp_path)
+    proc = _analyse("conductivity", pdb, dcd, tmp_path / "out", cations, anions)
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and f"conductivity {which}" in err[0], proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x1f\x8b\x08\x00" + bytes(200)], ids=["empty", "gzipped"])
+def test_unreadable_dcd_is_one_line_without_a_destructor_traceback(tmp_path, content):
+    pdb, _ = _ion_box(tmp_path)
+    bad = tmp_path / "bad.dcd"
+    bad.write_bytes(content)
+    proc = _analyse("msd", pdb, bad, tmp_path / "out", "resname NA")
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr, proc.stderr
+
+
+def test_eo_per_na_that_cannot_be_met_is_a_build_error(tmp_path):
+    from spemd.errors import BuildError
+    from spemd.systems.build import build_box
+
+    spec = {"eo_per_chain": 10, "chains": 12, "eo_per_na": 1000}
+    with pytest.raises(BuildError, match=r"systems\.PEO\.eo_per_na: 1000 cannot be met with 120 EO \(closest: 1 Na\+, "
+                                         r"EO:Na = 120"):
+        build_box("PEO", spec, {}, 1, tmp_path / "build", cutoff_nm=0.9)
+    assert not (tmp_path / "build").exists()
+
+
+def test_non_numeric_attribute_in_system_xml_names_it(tmp_path):
+    from spemd.errors import InputError
+    from spemd.pipeline import engine
+    from spemd.pipeline.testsystems import water_params
+
+    params = water_params(tmp_path / "params")
+    text = (params / "system.xml").read_text()
+    (params / "system.xml").write_text(re.sub(r' q="[^"]*"', ' q="abc"', text, count=1))
+    with pytest.raises(InputError, match=r'system\.xml: <Particle> number \d+ has q="abc", not a number'):
+        engine.Params(params)
+
+
+@pytest.mark.parametrize("content", ["", "<ForceField>\n <AtomTypes>\n  <Type name="], ids=["empty", "truncated"])
+def test_empty_or_truncated_forcefield_xml_names_the_file(tmp_path, content):
+    from spemd.errors import InputError
+    from spemd.forcefields.library import load_forcefield, xml_path
+
+    bad = tmp_path / "peo.xml"
+    bad.write_text(content)
+    with pytest.raises(InputError, match=rf"{bad}: (empty file|not valid XML)"):
+        load_forcefield([xml_path("tfsi.xml"), bad])
+
+
+def test_duplicate_yaml_key_names_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text((ROOT / "config" / "config.yaml").read_text() + "replicas: 3\n")
+    n = len(path.read_text().splitlines())
+    first = 1 + next(i for i, line in enumerate(path.read_text().splitlines()) if line.startswith("replicas:"))
+    with pytest.raises(ConfigError, match=rf"dup\.yaml: key 'replicas' is given twice \(lines {first} and {n}\)"):
+        load_config(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("systems:\n  PEO: {eo_per_chain: 10, chains: 12, eo_per_na: 20}\n  PEO: {eo_per_chain: 5}\n")
+    with pytest.raises(ConfigError, match=r"key 'PEO' is given twice \(lines 2 and 3\)"):
+        load_config(nested)
+
+
+def test_duplicate_key_in_a_snakemake_configfile_stops_before_any_job(tmp_path):
+    config = tmp_path / "dup.yaml"
+    config.write_text((ROOT / "config" / "config.yaml").read_text() + "replicas: 3\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"), "-n",
+                          "--cores", "1", "--configfile", str(config)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1 and "key 'replicas' is given twice" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_unwritable_results_folder_stops_before_snakemake_starts(tmp_path):
+    (tmp_path / "results").write_text("a file where the results folder should be\n")  # fails even as root
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile"),
+                          "--cores", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert f"error: {tmp_path / 'results'}: Not a directory; the workflow needs to write there" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    import errno
+
+    from spemd.files import write_text_atomic
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as info:
+        write_text_atomic(tmp_path / "transport.json", "{}")
+    assert info.value.filename == str(tmp_path / "transport.json") and info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_during_md_names_the_trajectory(tmp_path):
+    import errno
+
+    from spemd.pipeline.dcd import DCDWriter
+
+    w = DCDWriter(tmp_path / "trajectory.dcd", 3, 0.002, first_step=10, interval=10)
+    w._fh.close()
+    w._fh = open("/dev/full", "wb", buffering=0)  # every write: ENOSPC, as on a full disk
+    with pytest.raises(OSError) as info:
+        w.write(np.zeros((3, 3)), np.eye(3) * 2.0)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "trajectory.dcd")
+    w.close()

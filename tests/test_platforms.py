@@ -48,12 +48,12 @@ def test_auto_picks_first_working_in_order(monkeypatch):
 
 
 def test_auto_skips_a_platform_that_cannot_create_a_context(monkeypatch):
-    # pretend a CUDA plugin is listed: probing it fails here, and auto must fall back to CPU
+    # pretend a CUDA plugin is listed: probing it fails here, and auto must fall back to the next one
     real = platforms.available_platforms()
     monkeypatch.setattr(platforms, "available_platforms", lambda: ["CUDA"] + real)
     monkeypatch.setenv("OPENMM_CPU_THREADS", "1")
     platform, _, _ = platforms.select_platform({})
-    assert platform.getName() == "CPU"
+    assert platform.getName() == next(n for n in ("OpenCL", "CPU") if n in real)
 
 
 @pytest.mark.skipif("CUDA" in platforms.available_platforms(), reason="CUDA exists on this machine")
@@ -130,3 +130,56 @@ def test_max_cpu_threads_from_the_environment(monkeypatch):
         monkeypatch.setenv("SPEMD_MD_MAX_THREADS", bad)
         with pytest.raises(ConfigError, match="SPEMD_MD_MAX_THREADS"):
             max_cpu_threads()
+
+
+@pytest.mark.skipif("CUDA" in platforms.available_platforms(), reason="CUDA exists on this machine")
+def test_validate_and_snakefile_stop_on_a_platform_this_machine_lacks(tmp_path, capsys):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spemd.pipeline import cli
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "config" / "config.yaml").read_text().replace("  name: auto", "  name: CUDA")
+    assert "name: CUDA" in text
+    (tmp_path / "cuda.yaml").write_text(text)
+    assert cli.main(["validate", "--config", str(tmp_path / "cuda.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spemd validate: error: platform.name: 'CUDA' is not available on this machine; available platforms: ")
+    assert all(name in err for name in platforms.available_platforms()) and "\n" not in err
+    # --remote: the jobs run elsewhere (a cluster profile), which this machine cannot check
+    assert cli.main(["validate", "--config", str(tmp_path / "cuda.yaml"), "--remote"]) == 0
+    assert "platform CUDA not checked" in capsys.readouterr().out
+    # the Snakefile, on local execution, before its first job
+    shutil.copytree(root / "config", tmp_path / "wf" / "config")
+    out = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-s", str(root / "Snakefile"),
+                          "--cores", "1", "--config", "platform=CUDA"], cwd=tmp_path / "wf", capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1
+    assert "config error: platform.name: 'CUDA' is not available on this machine" in out.stderr
+    assert not (tmp_path / "wf" / "results").exists()
+
+
+def test_probe_machinery_on_reference_passes_caches_and_reports_a_crash(tmp_path, monkeypatch):
+    # the child-process probe (pipeline/probe.py) on any machine: Reference as the candidate, CPU as reference
+    from spemd.pipeline.engine import Params
+    from spemd.pipeline.probe import ENERGY_REL_TOL, FORCE_REL_TOL, probe_platform
+    from spemd.pipeline.testsystems import water_params
+
+    monkeypatch.setenv("SPEMD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENMM_CPU_THREADS", "1")
+    p = Params(water_params(tmp_path / "params", box_nm=1.2, cutoff_nm=0.5))
+    args = ("Reference", {}, p.system_path, p.positions, p.box)
+    first = probe_platform(*args)
+    assert first["passed"] and first["reason"] is None and not first["cached"], first
+    assert first["operations"] == ["energy", "md", "minimise"] and first["reference"] == "CPU"
+    assert 0 < first["force_max_rel_err"] <= FORCE_REL_TOL and first["energy_rel_err"] <= ENERGY_REL_TOL
+    again = probe_platform(*args)
+    assert again["cached"] and again["force_max_rel_err"] == first["force_max_rel_err"]
+    monkeypatch.setenv("SPEMD_PROBE_FAULT", "Reference=segv")
+    crashed = probe_platform(*args)
+    assert not crashed["passed"] and crashed["reason"] == "crashed with SIGSEGV in the minimiser"
+    assert crashed["force_max_rel_err"] == pytest.approx(first["force_max_rel_err"])  # kept from before the crash
+    assert probe_platform(*args, operations=("energy", "md"))["passed"]  # no minimiser step: no crash

@@ -233,7 +233,7 @@ def test_moderate_box_grown_in_place(tmp_path):
         # the ions go first: the second TFSI finds no spot 0.5 nm from everything else
         ({"eo_per_chain": 4, "chains": 3, "eo_per_na": 2}, {"start_density_g_cm3": 1.5, "packing_tolerance_nm": 0.5}, "TFSI"),
         # one ion pair fits, the first chain does not
-        ({"eo_per_chain": 4, "chains": 3, "eo_per_na": 100}, {"start_density_g_cm3": 1.2, "packing_tolerance_nm": 0.5}, "chain 1 of 3"),
+        ({"eo_per_chain": 4, "chains": 3, "eo_per_na": 12}, {"start_density_g_cm3": 1.2, "packing_tolerance_nm": 0.5}, "chain 1 of 3"),
     ],
 )
 def test_too_dense_is_a_one_line_build_error(tmp_path, spec, cfg, what):

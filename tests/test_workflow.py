@@ -1,4 +1,4 @@
-"""End to end: the default workflow (config/config.yaml) on CPU, and the workflow's static checks.
+"""End to end: the default workflow (config/config.yaml) on `auto`, and the workflow's static checks.
 
 The run test is the tiny regression test: it runs every rule of the default config once (module-scoped
 fixture) and checks the outputs are physically sane and readable by MDAnalysis and mdtraj.
@@ -59,11 +59,33 @@ def test_invalid_config_stops_before_anything_is_written(tmp_path):
 def default_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("default_run")
     shutil.copytree(ROOT / "config", work / "config")
-    out = snakemake("--cores", "2", "--config", "platform=CPU", cwd=work)
+    # platform: auto, as a user runs it: with an OpenCL runtime present (CI installs POCL), the probe of
+    # pipeline/probe.py decides between OpenCL and CPU
+    out = snakemake("--cores", "2", cwd=work)
     if out.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
         pytest.fail(f"default workflow failed:\n{out.stderr[-4000:]}\n{logs}")
     return work
+
+
+@pytest.mark.slow
+def test_default_run_on_auto_records_its_platform_choice(default_run):
+    from spemd.pipeline.platforms import GPU_PLATFORMS, available_platforms
+
+    gpus = [n for n in GPU_PLATFORMS if n in available_platforms()]
+    dones = sorted(default_run.glob("results/*/rep0/*K/md/*/done.json"))
+    assert len(dones) == len(DEFAULT["systems"]) * (1 + len(DEFAULT["protocol"]["stages"]))
+    for path in dones:
+        done = json.loads(path.read_text())
+        choice = done["platform_choice"]
+        assert choice["requested"] == "auto" and choice["chosen"] == done["platform"], path
+        # every GPU platform tried before the chosen one was skipped, with its reason
+        before = gpus[: gpus.index(done["platform"])] if done["platform"] in gpus else gpus
+        assert [s["platform"] for s in choice["skipped"]] == before, path
+        for probe in choice["probes"]:
+            assert probe["passed"] == (probe["platform"] == done["platform"]), (path, probe)
+        assert [s["platform"] for s in choice["skipped"]] == [p["platform"] for p in choice["probes"] if not p["passed"]]
+        assert all(s["reason"] for s in choice["skipped"])
 
 
 @pytest.mark.slow
@@ -120,6 +142,21 @@ def test_default_run_outputs_are_sane(default_run):
         assert transport["electrolyte"]["slab"] == (system == "CPE")
         assert transport["electrolyte"]["film_centre_density_g_cm3_mean"] > 1.0
         assert list((run / f"{T}K" / "analysis" / "figures").glob("*.png"))
+        # the interface analysis (analysis/interface.py): all four parts for the composite, the free anions for both
+        iface = json.loads((run / f"{T}K" / "analysis" / "interface.json").read_text())
+        assert iface["composite"] == (system == "CPE")
+        sp = iface["speciation"]  # a 10 ps run may find no Na-O(TFSI) shell: then the record says so
+        assert (0 < sp["free_tfsi_fraction"] < 1) if sp["shell_radius_nm"] else "first-shell radius" in sp["reason"], sp
+        if system == "CPE":
+            sites = iface["open_sites"]["site_types"]
+            assert set(sites) == {"Fe(FeNi)", "Ni(FeNi)"} and all(s["n_sites"] == 8 for s in sites.values())
+            assert set(iface["profiles"]["species"]) == {"Na", "TFSI", "O_ether"}
+            for layer in ("interface", "centre"):  # 10 ps: no diffusive window, and the record says why
+                assert iface["layer_diffusion"][layer]["D_nm2_per_ps"] is not None or \
+                    iface["layer_diffusion"][layer]["no_window_reason"]
+            assert (run / f"{T}K" / "analysis" / "figures" / "interface_profile.png").is_file()
+        else:
+            assert iface["open_sites"] is None and "not a composite" in iface["not_composite_reason"]
 
     with open(default_run / "results" / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
