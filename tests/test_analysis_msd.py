@@ -217,3 +217,15 @@ def test_finite_size_correction_only_for_cubic_boxes():
     u = brownian_universe(n_particles=20, n_frames=60, seed=1, box_nm=(3.0, 3.0, 9.0))
     r = MSD(u.atoms, viscosity_Pa_s=1e-3, temperature_K=300.0).run().results
     assert "Kikugawa" in r.finite_size_correction and np.isnan(r.D_corrected_cm2_per_s)
+
+
+def test_a_few_ions_over_a_few_ps_are_unresolved_not_a_cage_offset():
+    # 6 Brownian particles, 30 frames: the straight-line test cannot reject a power law, so no D, and
+    # the reason says it is the data, not the motion (neither "sub-diffusive" nor a D with "cage offset")
+    for seed in (1, 2, 3):
+        f = _fit(brownian_positions(6, 30, 2e-3, 1.0, (4, 4, 4), seed=seed))
+        assert not f["diffusive"] and f["beta_flag"] == "unresolved" and np.isnan(f["D_nm2_per_ps"])
+        assert "cannot be told from a power law" in f["no_window_reason"]
+    # the same walk with 100 particles and 400 frames is resolved and recovered
+    big = _fit(brownian_positions(100, 400, 2e-3, 1.0, (4, 4, 4), seed=2))
+    assert big["diffusive"] and big["D_nm2_per_ps"] == pytest.approx(2e-3, rel=0.1)
