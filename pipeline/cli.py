@@ -196,7 +196,7 @@ def cmd_md(args):
 
 def cmd_analyse_run(args):
     from spemd.analysis.production import analyse_production
-    from spemd.pipeline.engine import forcefield_hashes
+    from spemd.pipeline.protocol import forcefield_hashes
 
     config = _config(args)
     ff_path = Path(args.params) / "forcefield.json"

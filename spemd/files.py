@@ -77,7 +77,7 @@ def _umask() -> int:
 
 def write_text_atomic(path, text: str) -> None:
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path, data) -> None:
