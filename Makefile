@@ -21,7 +21,7 @@ run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -ra $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -ra --durations=20 $(PYTEST_ARGS)
 
 lint: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
