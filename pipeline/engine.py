@@ -126,14 +126,9 @@ def minimise(params_dir, protocol: dict, platform_cfg: dict, out_dir) -> dict:
         # the minimiser reads only this key of the protocol
         inputs = input_hashes(params.system_path, sha256_file(params.topology_path),
                               {"minimise_max_iterations": int(protocol["minimise_max_iterations"])})
-        done_path = folder.dir / "done.json"
-        if done_path.is_file():
-            done = json.loads(done_path.read_text())
-            changed = changed_inputs(done.get("inputs"), inputs) if "inputs" in done else []
-            if not changed:
-                log.info("minimise: %s exists; nothing to do", done_path)
-                return done
-            folder.set_aside(f"minimise: {', '.join(changed)} changed since {done_path} was written")
+        done = folder.finished_record(inputs, "minimise")
+        if done is not None:
+            return done
         result = _minimise(params, protocol, platform_cfg, folder.dir, inputs)
         folder.finish()
         return result
@@ -330,14 +325,9 @@ def run_stage(
         params = Params(params_dir)
         inputs = input_hashes(params.system_path, start_state_sha256(start_state, params),
                               stage_config(stage, protocol, temperature_K, seed))
-        done_path = folder.dir / "done.json"
-        if done_path.is_file():
-            done = json.loads(done_path.read_text())
-            changed = changed_inputs(done.get("inputs"), inputs) if "inputs" in done else []
-            if not changed:
-                log.info("stage %s: %s exists; nothing to do", name, done_path)
-                return done
-            folder.set_aside(f"stage {name}: {', '.join(changed)} changed since {done_path} was written")
+        done = folder.finished_record(inputs, f"stage {name}")
+        if done is not None:
+            return done
         ckpt_path = folder.dir / "checkpoint.chk"
         record = checkpoint_record_on_disk(ckpt_path)
         if ckpt_path.is_file() and record is not None:

@@ -129,6 +129,21 @@ class StageFolder:
         self._fd = self._lock(self.dir)
         os.close(held)
 
+    def finished_record(self, inputs: dict, what: str) -> dict | None:
+        """The folder's done.json if it was written from these `inputs` (the stage needs no rerun); else
+        None, with a done.json of other inputs set aside first. A done.json without an inputs record
+        (written before they existed) counts as matching."""
+        done_path = self.dir / "done.json"
+        if not done_path.is_file():
+            return None
+        done = json.loads(done_path.read_text())
+        changed = changed_inputs(done.get("inputs"), inputs) if "inputs" in done else []
+        if not changed:
+            log.info("%s: %s exists; nothing to do", what, done_path)
+            return done
+        self.set_aside(f"{what}: {', '.join(changed)} changed since {done_path} was written")
+        return None
+
     def finish(self) -> None:
         """The new run has its done.json: the set-aside folder is no longer needed."""
         old = replaced_path(self.dir)
