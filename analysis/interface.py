@@ -11,7 +11,9 @@ A slab box (residues BTC FMT FE NI CU) gets all four; a plain box only the overa
 free-TFSI- fraction (``composite`` false, the slab parts null with the reason). The Na-O(TFSI) shell
 radius is the one the bulk pairing used; when it is null, speciation is null with the reason.
 
-Outputs in `out_dir`: ``interface.json`` (keys: docs/contracts.md), and for a slab box
+Outputs in `out_dir`: ``interface.json`` (keys: docs/contracts.md), for every box
+``speciation_free_vs_cutoff.csv`` ("cutoff (nm)", "free Na+ fraction", "free TFSI- fraction" and their
+"SEM": the fractions at every cutoff of analysis.speciation.CUTOFF_GRID_NM), and for a slab box
 ``interface_profile.csv`` ("d (nm)", per species "rho <X> (nm^-3)" and its "SEM"),
 ``interface_speciation.csv`` ("d (nm)", "Na per frame", per class the fraction and its "SEM"),
 ``interface_occupancy.csv`` ("time (ps)", per site type and species the occupied fraction),
@@ -71,6 +73,10 @@ def analyse_interface(u, out_dir, na_o_shell_nm, temperature_K: float, inputs=()
                                                     r_site_nm=r_site_nm)
     run_together(list(parts.values()))
 
+    curves = spec.results.free_vs_cutoff
+    write_text_atomic(out_dir / "speciation_free_vs_cutoff.csv", csv_text(
+        ["cutoff (nm)", "free Na+ fraction", "free Na+ fraction SEM", "free TFSI- fraction", "free TFSI- fraction SEM"],
+        spec.results.cutoff_grid_nm, *curves["free_Na"], *curves["free_TFSI"]))
     not_composite = None if slab is not None else "not a composite: the box has no MOF slab (residues BTC FMT FE NI CU)"
     sp = spec.results
     result = {

@@ -36,13 +36,15 @@ t_plus_collective(_err), haven_ratio(_err) (with the sigma_NE-sigma_EH covarianc
 sigma_NE_EH_covariance_S2_per_cm2), EH_diffusive, EH_no_window_reason, charge_scale,
 uncertainty methods}, rdf {pair: r_max_nm, bins,
 normalisation, peaks_A, first_peak_A, first_shell_radius_nm, first_shell_radius_A, first_shell_cn,
-first_shell_cn_sem, first_shell_source, first_shell_reason (null when found; a null radius always has one),
+first_shell_cn_sem, first_shell_source ("minimum of g(r)", "config ..." or "fallback
+analysis.shell_radius_fallback_nm" where the run's own minimum was refused), first_shell_reason (null when
+found; a null radius always has one),
 first_shell_bounds_A (Na-O(TFSI) 2.8-4.0, Na-O(ether) 2.8-4.5; else null), tail
 {window_nm, window_A, g, g_sem, g_corrected, g_corrected_sem, n_bins, uncertainty_method} (the mean of g
 over analysis.rdf_tail_window_nm, which is 1 for a structureless reference; null when the window lies
 beyond r_max)},
 pairing {free_fraction, cip_fraction, agg_fraction (+ _sem), cutoff_nm, tau_continuous_ps,
-tau_intermittent_ps, ...} or null, flags [strings], provenance. Non-finite numbers are written as null.
+cutoff_source, tau_intermittent_ps, ...} or null, flags [strings], provenance. Non-finite numbers are written as null.
 
 analysis_cfg keys: rdf_r_max_nm (clipped to half the shortest box width with a warning), rdf_bins,
 msd_fit_start_fraction, msd_fit_end_fraction (the range the diffusive window is searched in),
@@ -83,7 +85,8 @@ SELECTIONS = {
 PAIRS = (("Na-O_TFSI", "Na", "O_TFSI"), ("Na-O_ether", "Na", "O_ether"), ("Na-N_TFSI", "Na", "N_TFSI"),
          ("Na-metal", "Na", "metal"), ("Na-Na", "Na", "Na"))
 CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 0.1, "msd_fit_end_fraction": 0.5,
-                "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}, "rdf_tail_window_nm": [0.6, 0.8]}
+                "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}, "shell_radius_fallback_nm": {},
+                "rdf_tail_window_nm": [0.6, 0.8]}
 _FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
              "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
              "uncertainty_method", "fit_chi2_per_dof", "dimension", "beta_flag", "offset_nm2", "flags", "fit_lags",
@@ -101,11 +104,12 @@ def _config(analysis_cfg):
             and all(isinstance(x, (int, float)) for x in window) and 0 <= window[0] < window[1]):
         raise ConfigError(f"analysis.rdf_tail_window_nm: {window!r} must be [r_lo, r_hi] in nm with 0 <= r_lo < r_hi")
     pair_names = [p[0] for p in PAIRS]
-    for pair, radius in (cfg["shell_radius_nm"] or {}).items():
-        if pair not in pair_names:
-            raise ConfigError(f"analysis.shell_radius_nm: unknown pair {pair!r}; allowed pairs: {', '.join(pair_names)}")
-        if not (isinstance(radius, (int, float)) and radius > 0):
-            raise ConfigError(f"analysis.shell_radius_nm.{pair}: {radius!r} must be a radius > 0 nm")
+    for key in ("shell_radius_nm", "shell_radius_fallback_nm"):
+        for pair, radius in (cfg[key] or {}).items():
+            if pair not in pair_names:
+                raise ConfigError(f"analysis.{key}: unknown pair {pair!r}; allowed pairs: {', '.join(pair_names)}")
+            if not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
+                raise ConfigError(f"analysis.{key}.{pair}: {radius!r} must be a radius > 0 nm")
     return cfg
 
 
@@ -250,6 +254,12 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
             rc = float(cfg["shell_radius_nm"][name])
             cn, source = float(np.interp(rc, res.edges_nm[1:], res.cn)), "config analysis.shell_radius_nm"
             cn_sem, reason = float(np.interp(rc, res.edges_nm[1:], res.cn_sem)), None
+        elif not np.isfinite(rc) and name in cfg["shell_radius_fallback_nm"]:
+            # the run's own g(r) has no significant minimum: the model's radius, so that pairing and the
+            # free-TFSI- fraction still exist; first_shell_reason keeps why the run's own was refused
+            rc = float(cfg["shell_radius_fallback_nm"][name])
+            cn, source = float(np.interp(rc, res.edges_nm[1:], res.cn)), "fallback analysis.shell_radius_fallback_nm"
+            cn_sem = float(np.interp(rc, res.edges_nm[1:], res.cn_sem))
         bounds = SHELL_BOUNDS_NM.get(name)
         rdf_out[name] = {
             "selection_a": SELECTIONS[dict((p[0], p[1]) for p in PAIRS)[name]],
@@ -279,6 +289,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
                                              "agg_fraction", "agg_fraction_sem", "mean_bound_oxygens", "cutoff_nm",
                                              "classification")}
         pairing["cutoff_A"] = float(nm_to_angstrom(rc))
+        pairing["cutoff_source"] = rdf_out["Na-O_TFSI"]["first_shell_source"]
         for k in ("tau_continuous_ps", "tau_intermittent_ps", "tau_continuous_lower_bound",
                   "tau_intermittent_lower_bound", "residence_definition"):
             pairing[k] = p.results.get(k)

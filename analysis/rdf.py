@@ -445,8 +445,9 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
     or Poisson errors from the counts); a noise dip on the peak's shoulder is not followed by such a rise
     while g keeps falling. The minimum must lie `k_sigma` errors below the peak. Without bounds, a g
     that never rises significantly after the peak before r_max has no first shell (the lowest bin of a
-    flat tail is noise, not a shell); with bounds, a minimum at the upper bound (g still falling there)
-    has none. Returns a dict; where there is no shell the radius and CN are NaN and
+    flat tail is noise, not a shell); with bounds, a minimum at the upper bound counts only if g rises
+    significantly beyond the bound before it falls any lower (g still falling there: none). Returns a
+    dict; where there is no shell the radius and CN are NaN and
     ``first_shell_reason`` says why (None when found).
     """
     r_nm = np.asarray(r_nm, dtype=float)
@@ -502,6 +503,17 @@ def first_shell(r_nm, g, cn, count=None, expected=None, n_sigma=4.0, min_height=
         elif gs[i] - gs[m] > k_sigma * np.hypot(err[i], err[m]):
             rose = True
             break
+    if not rose and bounds is not None and m >= hi_i - h:
+        # the bounds hold the minimum, not the rise after it: a minimum at the upper bound counts once g
+        # rises significantly beyond the bound, and none does if g first falls below it there
+        for i in range(hi_i + 1, len(gs)):
+            if not np.isfinite(gs[i]):
+                continue
+            if gs[i] < gs[m]:
+                break
+            if gs[i] - gs[m] > k_sigma * np.hypot(err[i], err[m]):
+                rose = True
+                break
     where = f"{A * r_nm[lo_i]:.3g}-{A * r_nm[hi_i]:.3g} A"
     if m == lo_i > p0 and np.nanmin(gs[p0:lo_i]) < gs[m]:
         return none(f"g(r) is lowest before the pair's lower bound {A * r_nm[lo_i]:.3g} A (minimum outside {where})")

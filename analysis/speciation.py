@@ -17,8 +17,13 @@ With a slab, every Na+ is also binned by its signed face distance d (spemd.slab.
 bins of ``bin_nm`` from -depth_nm): per bin, the free/CIP/AGG fractions of the Na+ found there over
 all frames (pooled counts; the error is the block error of the per-block pooled fractions).
 
-Preconditions: r_c > 0 (None or NaN: no first shell was found, and every result is null with the
-reason), periodic box every frame.
+Free fractions against the cutoff: for every r on CUTOFF_GRID_NM (and whether or not r_c is known),
+the free-Na+ fraction (no TFSI- O within r) and the free-TFSI- fraction (no Na+ within r of any of its O),
+from each ion's nearest partner distance per frame, with block errors. The study reads them at one
+radius common to all systems (analysis/study_shell.py), so that fractions are compared at one cutoff.
+
+Preconditions: r_c > 0 (None or NaN: no first shell was found, and every result but the curves is null
+with the reason), periodic box every frame.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from spemd.analysis._common import check_atomgroup, require_box
 from spemd.analysis._layers import N_BLOCKS, block_mean_sem, face_distances, frame_geometry
 
 CLASSES = ("free", "CIP", "AGG")
+#: cutoffs (nm) of the free-fraction curves: the Na-O(TFSI) first-shell bounds (2.8-4.0 A) and beyond
+CUTOFF_GRID_NM = np.round(np.arange(0.25, 0.4501, 0.005), 4)
 
 
 class Speciation(AnalysisBase):
@@ -47,7 +54,8 @@ class Speciation(AnalysisBase):
     slab : AtomGroup or None (a plain box: no distance bins)
 
     Results: ``reason`` (None, or why there are no numbers), ``fractions`` {free, CIP, AGG,
-    free_TFSI: (mean, SEM)}, and with a slab ``edges_nm``, ``d_nm``, ``by_distance`` {class: fraction
+    free_TFSI: (mean, SEM)}, ``cutoff_grid_nm`` with ``free_vs_cutoff`` {"free_Na", "free_TFSI": (mean, SEM)
+    arrays over the grid}, and with a slab ``edges_nm``, ``d_nm``, ``by_distance`` {class: fraction
     per bin}, ``by_distance_sem``, ``na_per_bin`` (Na+ counted per bin over all frames).
     """
 
@@ -68,23 +76,30 @@ class Speciation(AnalysisBase):
         self.bin_nm, self.depth_nm = float(bin_nm), float(depth_nm)
 
     def _prepare(self):
-        if self.reason:
-            return
-        self._cut_A = float(nm_to_angstrom(self.rc_nm))
         res = self.anion_atoms.resindices
         self._anion_of = np.unique(res, return_inverse=True)[1]  # O atom -> anion 0..n_anions-1
         self._n_anions = int(self._anion_of.max()) + 1
+        self._grid_A = nm_to_angstrom(CUTOFF_GRID_NM)
+        self._curves = np.zeros((self.n_frames, 2, len(CUTOFF_GRID_NM)))
+        self._cut_A = None if self.reason else float(nm_to_angstrom(self.rc_nm))
         self._frac = np.zeros((self.n_frames, 4))
         self._edges = None
         self._binned = []  # per frame: (bin index, class) counts, shape (n_bins, 3)
 
     def _single_frame(self):
+        dims = require_box(self._ts, "speciation trajectory")
+        reach = max(self._cut_A or 0.0, float(self._grid_A[-1]))
+        pairs, dist = capped_distance(self.cations.positions, self.anion_atoms.positions, reach, box=dims)
+        nc, na_ = len(self.cations), self._n_anions
+        # nearest partner of each Na+ and each anion: free at cutoff r when it lies beyond r
+        near_na, near_anion = np.full(nc, np.inf), np.full(na_, np.inf)
+        np.minimum.at(near_na, pairs[:, 0], dist)
+        np.minimum.at(near_anion, self._anion_of[pairs[:, 1]], dist)
+        self._curves[self._frame_index] = [np.mean(near_na[:, None] > self._grid_A, axis=0),
+                                           np.mean(near_anion[:, None] > self._grid_A, axis=0)]
         if self.reason:
             return
-        dims = require_box(self._ts, "speciation trajectory")
-        pairs = capped_distance(self.cations.positions, self.anion_atoms.positions, self._cut_A, box=dims,
-                                return_distances=False)
-        nc, na_ = len(self.cations), self._n_anions
+        pairs = pairs[dist <= self._cut_A]
         keys = np.unique(pairs[:, 0].astype(np.int64) * na_ + self._anion_of[pairs[:, 1]])
         n_anions = np.bincount(keys // na_, minlength=nc)
         cls = np.minimum(n_anions, 2)
@@ -108,6 +123,11 @@ class Speciation(AnalysisBase):
         r = self.results
         r.reason, r.shell_radius_nm = self.reason, self.rc_nm
         r.classification = "Na+ by distinct anions with an O within r_c: 0 free, 1 CIP, >=2 AGG; TFSI- free: no Na+"
+        r.cutoff_grid_nm = CUTOFF_GRID_NM
+        r.free_vs_cutoff = {}
+        for k, name in enumerate(("free_Na", "free_TFSI")):
+            mean, sem = block_mean_sem(self._curves[:, k, :])
+            r.free_vs_cutoff[name] = (mean, sem)
         if self.reason:
             r.fractions = None
             return

@@ -326,7 +326,8 @@ def aggregate(runs: list[dict], systems_cfg: dict | None = None) -> dict:
         point["beta_Na"] = {str(r["replica"]): r.get("beta_Na") for r in group}
         point["diffusive_Na"] = {str(r["replica"]): r.get("diffusive_Na") for r in group}
         point["beta_flag_Na"] = {str(r["replica"]): r.get("beta_flag_Na") for r in group}
-        own = [r["shell"]["radius_A"] for r in group if _finite(r["shell"]["radius_A"])]
+        own = [r["shell"]["radius_A"] for r in group if _finite(r["shell"]["radius_A"])
+               and not str(r["shell"]["source"] or "").startswith("fallback")]  # the runs' own minima
         point["shell_radius_A"] = float(np.mean(own)) if own else float("nan")
         point["shell_why_null"] = "; ".join(sorted({f"rep{r['replica']}: {r['shell']['reason']}" for r in group
                                                     if r["shell"]["reason"]}))

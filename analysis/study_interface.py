@@ -3,6 +3,8 @@
 - ``free_tfsi_fraction``: per system and temperature, the free-TFSI- fraction (analysis/speciation.py)
   set beside the paper's Raman numbers (66.8 % PEO, 87.7 % CPE-10). Raman counts free anions by their
   band, ours geometrically (no Na+ within the Na-O(TFSI) shell): experiment, so the row is "not tested".
+  Read at the temperature's common radius (analysis/study_shell.py) where the runs wrote their
+  free-vs-cutoff curves, so that systems are compared at one cutoff; else at each run's own radius.
 - ``free_tfsi_composite_gt_plain``: the ordering the paper's numbers imply, decided as the study decides
   every ordering (analysis/study.py: yes when the difference exceeds K_SIGMA combined sigmas).
 - ``open_site_occupancy_FeNi_gt_<metal>``: the TFSI- O occupancy of the surface open sites (all site types,
@@ -67,6 +69,11 @@ def interface_rows(runs: list[dict], agg: dict) -> list[dict]:
     est = _estimates(runs)
     if not est:
         return []
+    for (n, T), q in est.items():  # free anions at the temperature's common radius (analysis/study_shell.py)
+        sh = agg.get("common_shell", {}).get(f"{T:g}") or {}
+        common = (sh.get("free_TFSI") or {}).get(n)
+        if common is not None and np.isfinite(common["mean"]):
+            q["free_tfsi"] = {**common, "radius_A": sh["radius_A"]}
     pick = pick_systems(agg["systems"])
     temps = sorted({T for (_, T) in agg["points"]})
     raman = PAPER["free_tfsi_fraction"]
@@ -80,7 +87,9 @@ def interface_rows(runs: list[dict], agg: dict) -> list[dict]:
             rows.append(_row("free_tfsi_fraction", n, T, "free TFSI- fraction (no Na+ within the Na-O(TFSI) shell)",
                              raman["text"], raman["source"], _fmt(e["mean"], e["sigma"]),
                              "set beside the Raman value (a different measure)", status="not tested",
-                             note=f"n={e['n']} replica(s)"))
+                             note=f"n={e['n']} replica(s); " + (
+                                 f"at the common radius {e['radius_A']:.3g} A" if "radius_A" in e
+                                 else "at each run's own shell radius")))
 
     def ordering(rid, quantity, q, paper_entry, bigger, smaller, claim):
         for T in temps:

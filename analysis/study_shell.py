@@ -15,9 +15,13 @@ the pair (Na-O(TFSI)) and every run's CN is read at it:
   scaled by the Birge ratio when replicas scatter more than their errors); without per-run errors the
   replica mean and its standard error. A difference of two systems carries both in quadrature.
 
-Pairing fractions cannot be recomputed from the files the study reads (they need the trajectory); the
-record lists each system's pairing cutoffs so that a comparison at different cutoffs is visible, and
-``analysis.shell_radius_nm`` makes them one.
+- No minimum in the pooled g(r) but every run used the same ``analysis.shell_radius_fallback_nm``: r_c is
+  that radius (source "fallback ..."), the pooled reason kept.
+- Free fractions of a system at r_c: each run's ``speciation_free_vs_cutoff.csv`` (analysis/speciation.py:
+  free Na+ and free TFSI- on a grid of cutoffs) interpolated at r_c, combined over replicas as the CNs are
+  (``free_Na``, ``free_TFSI``). The CIP/AGG fractions and residence times are not recomputed (they need
+  the trajectory); the record lists each system's pairing cutoffs so that a comparison at different
+  cutoffs is visible, and ``analysis.shell_radius_nm`` makes them one.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ def _combine(values, sems) -> dict:
     return combine_estimates(v, s)
 
 
+def _free_at(group, rc, column, read_csv) -> dict:
+    """{system: combined free fraction at rc} from the runs' speciation_free_vs_cutoff.csv (within its grid)."""
+    by_system = {}
+    for r in group:
+        p = Path(r["analysis_dir"]) / "speciation_free_vs_cutoff.csv"
+        if not p.is_file():
+            continue
+        c = read_csv(p)
+        grid = c["cutoff (nm)"]
+        if not grid[0] <= rc <= grid[-1]:
+            continue
+        by_system.setdefault(r["system"], []).append(
+            (float(np.interp(rc, grid, c[column])), float(np.interp(rc, grid, c[f"{column} SEM"]))))
+    return {s: _combine([v for v, _ in vals], [e for _, e in vals]) for s, vals in sorted(by_system.items())}
+
+
 def common_shells(runs: list[dict], read_csv, pair: str = PAIR) -> dict:
     """{T: record} of the radius every CN at temperature T is compared at (module docstring).
 
@@ -101,6 +121,13 @@ def common_shells(runs: list[dict], read_csv, pair: str = PAIR) -> dict:
                                     bounds_nm=SHELL_BOUNDS_NM.get(pair))
                 rec["radius_nm"], rec["reason"] = shell["first_shell_radius_nm"], shell["first_shell_reason"]
                 rec["source"] = f"first minimum of the pooled g(r) of {len(same)} run(s) at {T:g} K"
+                fallback = {r["shell"]["radius_nm"] for r in group
+                            if str(r["shell"].get("source") or "").startswith("fallback")}
+                if not np.isfinite(rec["radius_nm"]) and len(fallback) == 1 and all(
+                        str(r["shell"].get("source") or "").startswith("fallback") for r in group):
+                    rec["radius_nm"] = fallback.pop()
+                    rec["source"] = f"fallback analysis.shell_radius_fallback_nm (pooled g(r): {rec['reason']})"
+                    rec["reason"] = None
         rec["radius_A"] = float(nm_to_angstrom(rec["radius_nm"]))
         if np.isfinite(rec["radius_nm"]):
             for system in sorted({s for s, _ in curves}):
@@ -108,6 +135,8 @@ def common_shells(runs: list[dict], read_csv, pair: str = PAIR) -> dict:
                 vals = [_at(c[0], c[3], rec["radius_nm"]) for c in runs_s]
                 sems = [_at(c[0], c[4], rec["radius_nm"]) for c in runs_s]
                 rec["cn"][system] = _combine(vals, sems)
+            for key, column in (("free_Na", "free Na+ fraction"), ("free_TFSI", "free TFSI- fraction")):
+                rec[key] = _free_at(group, rec["radius_nm"], column, read_csv)
         out[T] = rec
     return out
 

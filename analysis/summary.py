@@ -49,6 +49,7 @@ COLUMNS = (
 TEXT_COLUMNS = (
     ("NaO_TFSI_shell_why_null", ("rdf", "Na-O_TFSI", "first_shell_reason")),
     ("NaO_ether_shell_why_null", ("rdf", "Na-O_ether", "first_shell_reason")),
+    ("NaO_TFSI_shell_source", ("rdf", "Na-O_TFSI", "first_shell_source")),
     ("D_Na_flag", ("diffusion", "Na", "beta_flag")),
     ("D_TFSI_flag", ("diffusion", "TFSI", "beta_flag")),
 )

@@ -1,3 +1,4 @@
+import csv
 import json
 from pathlib import Path
 
@@ -26,7 +27,11 @@ def test_plain_box_gets_the_free_anion_fraction_only(tmp_path):
     assert sp["free_fraction"] == pytest.approx(p.free_fraction)
     assert sp["cip_fraction"] == pytest.approx(p.cip_fraction)
     assert 0 < sp["free_tfsi_fraction"] < 1 and sp["free_tfsi_fraction_sem"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["interface.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interface.json", "speciation_free_vs_cutoff.csv"]
+    # the curve at 0.3 nm is the record's free fractions
+    rows = {round(float(r["cutoff (nm)"]), 4): r for r in csv.DictReader((tmp_path / "speciation_free_vs_cutoff.csv").open())}
+    assert float(rows[0.3]["free TFSI- fraction"]) == pytest.approx(sp["free_tfsi_fraction"], rel=1e-6)
+    assert float(rows[0.3]["free Na+ fraction"]) == pytest.approx(p.free_fraction, rel=1e-6)
 
 
 def test_null_shell_radius_is_refused_in_the_record(tmp_path):

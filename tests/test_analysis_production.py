@@ -142,3 +142,21 @@ def test_shell_radius_override_per_pair_and_bad_pair_name(tmp_path):
     assert res["rdf"]["Na-O_ether"]["first_shell_source"] == "minimum of g(r)"
     with pytest.raises(ConfigError, match="unknown pair 'Na-OW'; allowed pairs: Na-O_TFSI, Na-O_ether"):
         analyse_production(TOP, TRJ, tmp_path / "b", {"shell_radius_nm": {"Na-OW": 0.3}}, 0.8, 353.0)
+
+
+def test_fallback_radius_only_where_the_runs_own_minimum_is_refused(tmp_path):
+    cfg = {"rdf_bins": 100, "shell_radius_fallback_nm": {"Na-O_ether": 0.33, "Na-O_TFSI": 0.99}}
+    res = analyse_production(TOP, TRJ, tmp_path / "a", cfg, 0.8, 353.0)
+    ether, tfsi = res["rdf"]["Na-O_ether"], res["rdf"]["Na-O_TFSI"]
+    # Na-O(ether) has no significant minimum in this tiny file: the fallback radius, its n(r), the reason kept
+    assert ether["first_shell_radius_nm"] == 0.33 and ether["first_shell_source"].startswith("fallback")
+    assert "does not rise significantly" in ether["first_shell_reason"]
+    rows = list(csv.DictReader((tmp_path / "a" / "rdf_Na-O_ether.csv").open()))
+    r_upper = np.array([float(x["r (nm)"]) for x in rows]) + 0.5 * 1.0 / 100  # bins' upper edges
+    n = np.array([float(x["n(r)"]) for x in rows])
+    assert ether["first_shell_cn"] == pytest.approx(np.interp(0.33, r_upper, n), rel=1e-6)  # CSV: 8 digits
+    # Na-O(TFSI) has its own minimum: the fallback is not used, and pairing says where its cutoff came from
+    assert tfsi["first_shell_source"] == "minimum of g(r)" and tfsi["first_shell_radius_nm"] < 0.4
+    assert res["pairing"]["cutoff_source"] == "minimum of g(r)"
+    with pytest.raises(ConfigError, match=r"analysis.shell_radius_fallback_nm.Na-Na: -1 must be a radius > 0 nm"):
+        analyse_production(TOP, TRJ, tmp_path / "b", {"shell_radius_fallback_nm": {"Na-Na": -1}}, 0.8, 353.0)

@@ -250,3 +250,23 @@ def test_window_outside_the_bins_is_a_config_error():
     rdf = RDF(u.select_atoms("resname A"), u.select_atoms("resname B"), r_max_nm=0.8, bins=8).run()
     with pytest.raises(ConfigError, match=r"window \[0.9, 1.0\) nm"):
         rdf.window_mean(0.9, 1.0)
+
+
+def test_minimum_at_the_upper_bound_counts_when_g_rises_beyond_it():
+    # CPE's Na-O(TFSI) on the default run: minimum ~3.9 A, inside the 2.8-4.0 A bounds, and the second
+    # shell's rise only beyond 4.0 A; such a minimum used to be refused as "g still falling at the bound"
+    r = np.arange(160) * 0.005 + 0.0025
+    shoulder = 0.3 + 6.0 * np.exp(-((r - 0.255) / 0.02) ** 2) + 2.0 * np.exp(-(r - 0.255) / 0.04) * (r > 0.255)
+    sem = np.full_like(r, 0.05)
+    g = shoulder + 1.4 * np.exp(-((r - 0.47) / 0.035) ** 2)
+    g[r < 0.22] = 0.0
+    inside = (r > 0.3) & (r < 0.45)
+    true_min = r[inside][np.argmin(g[inside])]
+    assert 0.385 < true_min < 0.40  # within the smoothing half-width of the bound
+    out = first_shell(r, g, np.cumsum(g) * 0.01, sem=sem, bounds_nm=(0.28, 0.40))
+    assert out["first_shell_radius_nm"] == pytest.approx(true_min, abs=0.006), out
+    # the second shell pushed out: g falls lower beyond the bound than anywhere inside, so no radius
+    g2 = shoulder + 1.4 * np.exp(-((r - 0.56) / 0.035) ** 2)
+    g2[r < 0.22] = 0.0
+    out = first_shell(r, g2, np.cumsum(g2) * 0.01, sem=sem, bounds_nm=(0.28, 0.40))
+    assert np.isnan(out["first_shell_radius_nm"]) and "inside the pair's bounds" in out["first_shell_reason"]

@@ -65,3 +65,22 @@ def test_null_shell_radius_is_refused_with_reason():
     assert r.fractions is None and "first-shell radius" in r.reason
     with pytest.raises(ConfigError, match="shell_radius_nm"):
         _run(_universe_with(NA, ANIONS), rc=-0.1)
+
+
+def test_free_fractions_against_the_cutoff_step_at_each_contact_distance():
+    # Na+ i with its one anion O at 0.302, 0.353 and 0.421 nm (off the grid's 5 pm steps); a fourth Na+
+    # and a fourth anion far from all
+    na = [(0.5, 0.5, 1.0), (1.5, 0.5, 3.0), (2.5, 1.5, 5.0), (1.5, 2.5, 2.0)]
+    anions = [[(0.5, 0.5, 1.302)], [(1.5, 0.5, 3.353)], [(2.5, 1.5, 5.421)], [(0.5, 2.5, 4.0)]]
+    r = _run(_universe_with(na, anions, slab=False), rc=None, slab=False)
+    assert r.fractions is None  # no radius: no classes, but the curves are there
+    grid = r.cutoff_grid_nm
+    contacts = np.array([0.302, 0.353, 0.421])
+    beyond = (contacts[None, :] > grid[:, None]).sum(axis=1)  # contacts still beyond the cutoff
+    np.testing.assert_allclose(r.free_vs_cutoff["free_Na"][0], (1 + beyond) / 4, atol=1e-12)
+    np.testing.assert_allclose(r.free_vs_cutoff["free_TFSI"][0], (1 + beyond) / 4, atol=1e-12)
+    # at a grid radius the curve equals the classification's free fractions (hand-placed case above)
+    r = _run(_universe_with(NA, ANIONS), rc=0.3)
+    k = int(np.argmin(np.abs(r.cutoff_grid_nm - 0.3)))
+    assert r.free_vs_cutoff["free_Na"][0][k] == pytest.approx(r.fractions["free"][0])
+    assert r.free_vs_cutoff["free_TFSI"][0][k] == pytest.approx(r.fractions["free_TFSI"][0])

@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spemd.analysis.study import aggregate, load_runs, run_study
@@ -75,3 +76,30 @@ def test_no_interface_files_add_no_rows_and_run_study_carries_them(tmp_path):
                                        ("CPE-10", 10, "FeNi", [_interface(0.9, 0.01)])])
     rec = run_study(paths, tmp_path / "study", npt_stage=None)
     assert _row(rec["comparison"], "free_tfsi_composite_gt_plain")["verdict"] == "yes"
+
+
+def test_free_anions_compared_at_the_common_radius_from_the_curves(tmp_path):
+    # interface.json holds fractions at each run's own radius (0.62, 0.80); the curves give them at any
+    # cutoff: the study must read both systems at the one pooled radius (~3.1 A here), not take the records
+    paths = _study(tmp_path, [("PEO", 0, None, [_interface(0.62, 0.02)]),
+                              ("CPE-10", 10, "FeNi", [_interface(0.80, 0.03)])])
+    grid = np.round(np.arange(0.25, 0.4501, 0.005), 4)
+    lines = {"PEO": 0.9 - 2.0 * (grid - 0.25), "CPE-10": 0.95 - 1.0 * (grid - 0.25)}
+    for p in paths:
+        name = Path(p).parents[3].name
+        text = "cutoff (nm),free Na+ fraction,free Na+ fraction SEM,free TFSI- fraction,free TFSI- fraction SEM\n"
+        text += "".join(f"{r},0.5,0.01,{f},0.01\n" for r, f in zip(grid, lines[name]))
+        (Path(p).parent / "speciation_free_vs_cutoff.csv").write_text(text)
+    runs = load_runs(paths, npt_stage=None)
+    agg = aggregate(runs)
+    sh = agg["common_shell"]["353"]
+    rc = sh["radius_nm"]
+    assert 0.29 <= rc <= 0.33, sh
+    assert sh["free_TFSI"]["PEO"]["mean"] == pytest.approx(0.9 - 2.0 * (rc - 0.25))
+    assert sh["free_Na"]["CPE-10"]["mean"] == pytest.approx(0.5)
+    rows = interface_rows(runs, agg)
+    order = _row(rows, "free_tfsi_composite_gt_plain")
+    assert order["difference"] == pytest.approx((0.95 - (rc - 0.25)) - (0.9 - 2.0 * (rc - 0.25)))
+    assert order["sigma_combined"] == pytest.approx(math.hypot(0.01, 0.01))
+    beside = [r for r in rows if r["id"] == "free_tfsi_fraction"]
+    assert all("common radius" in r["note"] for r in beside)
