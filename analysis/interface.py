@@ -54,7 +54,7 @@ def _group(u, key):
 
 
 def analyse_interface(u, out_dir, na_o_shell_nm, temperature_K: float, inputs=(), extra: dict | None = None,
-                      r_site_nm=None) -> dict:
+                      r_site_nm=None, r_site_fallback_nm=None) -> dict:
     """Run the interface analyses over `u`'s trajectory; writes interface.json (+ CSVs, figures), returns it."""
     out_dir = Path(out_dir)
     na, o_tfsi = _group(u, "Na"), _group(u, "O_TFSI")
@@ -70,7 +70,7 @@ def analyse_interface(u, out_dir, na_o_shell_nm, temperature_K: float, inputs=()
         parts["layer_diffusion"] = LayerDiffusion(na, slab, layer_nm=LAYER_NM)
         if metals is not None:
             parts["open_sites"] = OpenSiteOccupancy(metals, slab, o_tfsi, _group(u, "NF_TFSI"), _group(u, "O_ether"),
-                                                    r_site_nm=r_site_nm)
+                                                    r_site_nm=r_site_nm, r_site_fallback_nm=r_site_fallback_nm)
     run_together(list(parts.values()))
 
     curves = spec.results.free_vs_cutoff
@@ -97,6 +97,7 @@ def analyse_interface(u, out_dir, na_o_shell_nm, temperature_K: float, inputs=()
         result["layer_diffusion"] = _layers(parts["layer_diffusion"].results)
         _tables_and_figures(parts, out_dir, temperature_K)
     result["provenance"] = provenance(config={"layer_nm": LAYER_NM, "r_site_nm": r_site_nm,
+                                              "r_site_fallback_nm": r_site_fallback_nm,
                                               "na_o_shell_nm": na_o_shell_nm},
                                       inputs=list(inputs), extra=dict(extra or {}))
     result = nan_to_none(result)

@@ -17,6 +17,7 @@ time mean with the block error of analysis/_layers.py. Species: ``O_TFSI`` (TFSI
 (TFSI- N or F), ``O_ether`` (PEO ether O).
 
 r_site. Per site type, configured, or the first minimum of the metal-O g(r) (analysis.rdf.first_shell),
+or, where that g(r) has no significant minimum, ``r_site_fallback_nm`` (source says so and why),
 O = the electrolyte's O that can bind an open site (TFSI- O and ether O: the first shell is the site's
 O shell whichever ligand fills it), from distances up to ``r_max_nm``, with the ideal-gas reference of
 a whole sphere at the mean density of those O in the box, g(r) = n(r, r+dr) / (N_sites T rho_O 4 pi r^2
@@ -70,6 +71,7 @@ class OpenSiteOccupancy(AnalysisBase):
         that species is not reported)
     r_site_nm : None (first minimum of g(r)), a radius (nm) for every site type, or {site type: radius}
     r_max_nm : float, range of the metal-O distances kept (g(r) and the r_site search)
+    r_site_fallback_nm : None, or the radius (nm) of a type whose g(r) has no significant first minimum
 
     Results: ``reason`` (None, or why there are no sites), ``site_types`` {type: {n_sites, r_site_nm,
     r_site_source, occupancy {species: mean}, occupancy_sem {species: SEM}, tau_continuous_ps,
@@ -79,7 +81,7 @@ class OpenSiteOccupancy(AnalysisBase):
     """
 
     def __init__(self, metals, slab, o_tfsi, nf_tfsi=None, o_ether=None, r_site_nm=None, r_max_nm=0.6, bins=120,
-                 **kwargs):
+                 r_site_fallback_nm=None, **kwargs):
         super().__init__(metals.universe.trajectory, **kwargs)
         self.metals = check_atomgroup(metals, "open-site metals")
         self.slab = check_atomgroup(slab, "open-site slab")
@@ -90,6 +92,11 @@ class OpenSiteOccupancy(AnalysisBase):
             raise ConfigError(f"r_max_nm: {r_max_nm!r} must be a positive distance (nm)")
         self.r_max_nm, self.bins = float(r_max_nm), int(bins)
         self.r_site_nm = r_site_nm
+        if r_site_fallback_nm is not None and not (isinstance(r_site_fallback_nm, (int, float))
+                                                   and 0 < r_site_fallback_nm <= self.r_max_nm):
+            raise ConfigError(f"r_site_fallback_nm: {r_site_fallback_nm!r} must be null or a radius in "
+                              f"(0, {self.r_max_nm}] nm")
+        self.r_site_fallback_nm = r_site_fallback_nm
 
     def _find_sites(self, dims):
         pos = self.metals.positions.astype(np.float64)
@@ -165,7 +172,10 @@ class OpenSiteOccupancy(AnalysisBase):
                 shell_fit = first_shell(centres, g, np.cumsum(count) / (n_sites * F), count=count, expected=expected)
                 rc = float(shell_fit["first_shell_radius_nm"])
                 source = "first minimum of the metal-O (TFSI- O and ether O) g(r)"
-                if not np.isfinite(rc):
+                if not np.isfinite(rc) and self.r_site_fallback_nm is not None:
+                    rc = float(self.r_site_fallback_nm)
+                    source = f"fallback r_site_fallback_nm (the {t}-O g(r): {shell_fit['first_shell_reason']})"
+                elif not np.isfinite(rc):
                     reason = (f"no first minimum of the {t}-O g(r) within {self.r_max_nm} nm "
                               "(no O bound long enough); configure r_site_nm")
             out = {"n_sites": n_sites, "r_site_nm": rc if np.isfinite(rc) else None, "r_site_source": source,

@@ -86,7 +86,7 @@ PAIRS = (("Na-O_TFSI", "Na", "O_TFSI"), ("Na-O_ether", "Na", "O_ether"), ("Na-N_
          ("Na-metal", "Na", "metal"), ("Na-Na", "Na", "Na"))
 CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 0.1, "msd_fit_end_fraction": 0.5,
                 "rdf_accessible_volume_nm3": None, "shell_radius_nm": {}, "shell_radius_fallback_nm": {},
-                "rdf_tail_window_nm": [0.6, 0.8]}
+                "rdf_tail_window_nm": [0.6, 0.8], "open_site_radius_nm": None, "open_site_radius_fallback_nm": None}
 _FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
              "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
              "uncertainty_method", "fit_chi2_per_dof", "dimension", "beta_flag", "offset_nm2", "flags", "fit_lags",
@@ -324,6 +324,7 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
     result = nan_to_none(result)
     # composites: open sites, z-profiles, speciation by distance, layer D; plain boxes: the free-TFSI- fraction
     analyse_interface(u, out_dir, rdf_out.get("Na-O_TFSI", {}).get("first_shell_radius_nm"), temperature_K,
-                      inputs=[topology, trajectory], extra=extra)
+                      inputs=[topology, trajectory], extra=extra, r_site_nm=cfg["open_site_radius_nm"],
+                      r_site_fallback_nm=cfg["open_site_radius_fallback_nm"])
     write_json_atomic(out_dir / "transport.json", result)
     return result

@@ -3,6 +3,7 @@ import pytest
 
 from spemd.analysis.open_sites import OpenSiteOccupancy, site_types
 from spemd.analysis.synthetic import _universe
+from spemd.errors import ConfigError
 
 BOX = (3.0, 3.0, 6.0)  # slab atoms span z 0..2 nm, the film 2..6 nm
 F = 20
@@ -120,3 +121,30 @@ def test_site_type_names():
     u = _universe_with([("TFS", "O1", 0, np.tile((1.0, 1.0, 4.0), (F, 1)))])
     assert site_types(u.select_atoms("resname FE NI")[:2]) == ["Fe(FeNi)", "Ni(FeNi)"]
     assert site_types(u.select_atoms("resname FE")[:1]) == ["Fe"]
+
+
+def test_fallback_radius_only_where_g_has_no_minimum():
+    # TFSI O spread uniformly through the film: no first peak, so no minimum; the fallback radius then gives
+    # the occupancy, checked against a direct count of sites with an O within it (minimum image)
+    from MDAnalysis.lib.distances import distance_array
+
+    rng = np.random.default_rng(4)
+    ligands = [("TFS", "O1", k, np.c_[rng.random((F, 2)) * 3.0, 2.1 + rng.random(F) * 3.8]) for k in range(200)]
+    u = _universe_with(ligands)
+    r = _run(u)
+    assert r.site_types["Fe(FeNi)"]["occupancy"] is None and "configure r_site_nm" in r.site_types["Fe(FeNi)"]["reason"]
+    r = _run(u, r_site_fallback_nm=0.35)
+    _, metals = _slab_atoms()
+    sites = 10.0 * np.array([p for _, p in metals[:6]])  # the surface paddlewheels' metals, in A
+    occupied = []
+    for ts in u.trajectory:
+        d = distance_array(sites, u.select_atoms("resname TFS").positions, box=ts.dimensions)
+        occupied.append((d < 3.5).any(axis=1))
+    occupied = np.mean(occupied, axis=0)  # per site, over frames
+    for t, idx in (("Fe(FeNi)", [0, 2, 4]), ("Ni(FeNi)", [1, 3, 5])):
+        s = r.site_types[t]
+        assert s["r_site_nm"] == 0.35 and s["r_site_source"].startswith("fallback") and s["reason"] is None
+        assert s["occupancy"]["O_TFSI"] == pytest.approx(occupied[idx].mean())
+    assert 0 < occupied.mean() < 1
+    with pytest.raises(ConfigError, match="r_site_fallback_nm"):
+        _run(u, r_site_fallback_nm=0.9)
