@@ -24,8 +24,8 @@ import numpy as np
 
 from spemd.analysis.msd import combine_estimates
 from spemd.analysis.paper import PAPER
-from spemd.analysis.study import (_fmt, _row, difference, pick_systems, protocol_check_rows,
-                                  withhold_failed_verdicts)
+from spemd.analysis.study_common import _fmt, difference, pick_systems
+from spemd.analysis.study_compare import _row, protocol_check_rows, withhold_failed_verdicts
 
 
 def _interface_values(run) -> dict | None:

@@ -1,7 +1,7 @@
 """NPT stages that run until the electrolyte density has stopped drifting (``until: density_plateau``).
 
 A stage with ``until: density_plateau`` runs ``time_ps`` first, then after every further chunk of
-``time_ps`` it applies the study's own plateau test (:func:`spemd.analysis.study.npt_density`: the
+``time_ps`` it applies the study's own plateau test (:func:`spemd.analysis.study_common.npt_density`: the
 second half of the stage's state.csv so far, electrolyte density column, linear drift of 5 block means;
 converged when the study's verdict is "yes", i.e. |drift| < 0.5 % of the mean by more than 2 sigma of
 the drift). It stops when converged or when the next chunk would pass ``max_time_ps``, records every
@@ -21,7 +21,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from spemd.analysis.study import DRIFT_TOLERANCE, npt_density
+from spemd.analysis.study_common import DRIFT_TOLERANCE, npt_density
 from spemd.errors import ConfigError
 
 UNTIL_CHOICES = ("density_plateau",)
@@ -91,7 +91,7 @@ class DensityPlateau:
                 "max_steps": self.max_steps, "chunk_steps": self.chunk, "tolerance_percent": 100.0 * DRIFT_TOLERANCE,
                 "checks": self.checks, "final_drift_percent": last.get("drift_percent"),
                 "start_volume_for_next_stage_nm3": mean_volume_nm3,
-                "test": "spemd.analysis.study.npt_density drift verdict 'yes' (second half of the stage)"}
+                "test": "spemd.analysis.study_common.npt_density drift verdict 'yes' (second half of the stage)"}
 
 
 def set_volume(context: openmm.Context, volume_nm3: float, z_only: bool) -> None:

@@ -1,7 +1,7 @@
 # The cross-system study (analysis/study.py: replicas combined, figures, comparison with the paper and
 # with measured densities) and what `snakemake --report results/report.html` shows of it. Which files
-# the study writes and how the report files them comes from analysis.study.report_layout.
-from spemd.analysis.study import report_layout
+# the study writes and how the report files them comes from analysis.study_render.report_layout.
+from spemd.analysis.study_render import report_layout
 
 
 report: "../report/workflow.rst"

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from spemd.analysis.paper import peo_melt_density_g_cm3
-from spemd.analysis.study import (add_study_parser, aggregate, aggregated_csv, comparison_rows, density_check, density_drift, expected_outputs,
-                            load_runs, npt_density, run_study, verdict)
+from spemd.analysis.study import add_study_parser, aggregate, load_runs, run_study
+from spemd.analysis.study_common import density_check, density_drift, npt_density, verdict
+from spemd.analysis.study_compare import comparison_rows
+from spemd.analysis.study_render import aggregated_csv, expected_outputs
 from spemd.errors import InputError
 from spemd.units import BOLTZMANN_EV_PER_K
 from study_synthetic import CLAIM_IDS, arrhenius, transport_record, write_paper_like_study, write_run
@@ -123,7 +125,7 @@ def test_study_table_has_every_row_and_recovers_a_known_activation_energy(tmp_pa
 
 
 def test_arrhenius_fit_through_aggregation_recovers_Ea_of_D(tmp_path):
-    from spemd.analysis.study import arrhenius_with_prediction
+    from spemd.analysis.study_compare import arrhenius_with_prediction
 
     T = np.array([333.0, 353.0, 373.0, 393.0])
     D = 2e-3 * np.exp(-0.42 / (BOLTZMANN_EV_PER_K * T))

@@ -170,7 +170,7 @@ def test_default_run_outputs_are_sane(default_run):
 
 
 def _npt_electrolyte_density(run, T):
-    from spemd.analysis.study import npt_density
+    from spemd.analysis.study_common import npt_density
 
     npt = [st for st in DEFAULT["protocol"]["stages"] if st["ensemble"] == "NPT"][-1]
     return npt, npt_density(run / f"{T}K" / "md" / npt["name"] / "state.csv")
