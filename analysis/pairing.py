@@ -18,7 +18,8 @@ Residence correlation functions over all (i, j) pairs that are ever bound, avera
 with H_ij(t, t+k) = 1 only if the pair stays bound in every frame from t to t+k (no tolerance for
 brief excursions), sums over origins t <= T-1-k. Residence time tau = integral of C from 0 to the
 longest lag (trapezoid); if C has not decayed below 1/e by then, tau is a lower bound (flagged).
-Memory grows with frames x bound pairs (one integer per bound pair per frame), not with all pairs.
+Memory grows with the bound pairs summed over frames (one integer per bound pair per frame), not with
+all pairs, nor with frames x pairs ever bound (the correlations are computed a block of pairs at a time).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from spemd.errors import ConfigError
 from spemd.units import nm_to_angstrom
 
 from spemd.analysis._common import check_atomgroup, frame_spacing_ps, require_box
+
+#: entries (frames x pair columns) of one block of the bound matrix in residence_correlations (4 M: ~130 MB
+#: with its FFT)
+_BLOCK_CELLS = 1 << 22
 
 
 class IonPairing(AnalysisBase):
@@ -116,35 +121,43 @@ class IonPairing(AnalysisBase):
 
 
 def residence_correlations(frames_pairs):
-    """Continuous and intermittent correlation (module docstring) from per-frame sorted pair ids."""
+    """Continuous and intermittent correlation (module docstring) from per-frame sorted pair ids.
+
+    The bound matrix h (frames x pairs ever bound) is built a block of pairs at a time, at most
+    _BLOCK_CELLS entries, so memory does not grow with frames x pairs: a long trajectory of diffusing
+    ions binds ever more distinct pairs."""
     from scipy.fft import irfft, next_fast_len, rfft
 
     F = len(frames_pairs)
-    all_ids = np.unique(np.concatenate(frames_pairs)) if F and any(len(p) for p in frames_pairs) else np.array([])
-    if len(all_ids) == 0:
+    ids = np.concatenate([np.asarray(p, dtype=np.int64) for p in frames_pairs]) if F else np.array([], np.int64)
+    if ids.size == 0:
         return np.full(F, np.nan), np.full(F, np.nan)
-    h = np.zeros((F, len(all_ids)), dtype=bool)
-    for t, p in enumerate(frames_pairs):
-        h[t, np.searchsorted(all_ids, p)] = True
-    per_frame = h.sum(axis=1).astype(float)
+    frames = np.repeat(np.arange(F), [len(p) for p in frames_pairs])
+    all_ids, column = np.unique(ids, return_inverse=True)
+    key = np.unique(column * F + frames)  # (pair column, frame) once each, by column then frame
+    per_frame = np.bincount(key % F, minlength=F).astype(float)
     # denominator for lag k: bound pairs at origins t <= F-1-k
     denom = np.cumsum(per_frame)[::-1]  # denom[k] = sum_{t=0}^{F-1-k}
-    # intermittent: autocorrelation per pair column, summed
     n = next_fast_len(2 * F, real=True)
     num_i = np.zeros(F)
-    for c0 in range(0, h.shape[1], 4096):
-        block = h[:, c0:c0 + 4096].astype(np.float64)
-        f = rfft(block, n=n, axis=0)
+    run_hist = np.zeros(F + 1, dtype=np.int64)
+    width = max(1, _BLOCK_CELLS // F)
+    for c0 in range(0, len(all_ids), width):
+        lo, hi = np.searchsorted(key, [c0 * F, (c0 + width) * F])
+        cols = min(width, len(all_ids) - c0)
+        h = np.zeros((F, cols), dtype=bool)
+        h[key[lo:hi] % F, key[lo:hi] // F - c0] = True
+        # intermittent: autocorrelation per pair column, summed
+        f = rfft(h.astype(np.float64), n=n, axis=0)
         num_i += irfft(f * np.conj(f), n=n, axis=0)[:F].sum(axis=1)
+        # continuous: runs of consecutive bound frames of length L contribute max(L - k, 0) at lag k
+        padded = np.zeros((F + 2, cols), dtype=np.int8)
+        padded[1:-1] = h
+        d = np.diff(padded, axis=0)
+        starts = np.nonzero(d.T == 1)
+        ends = np.nonzero(d.T == -1)
+        run_hist += np.bincount(ends[1] - starts[1], minlength=F + 1)[: F + 1]  # both sorted by column then row
     num_i = np.rint(num_i)
-    # continuous: runs of consecutive bound frames of length L contribute max(L - k, 0) at lag k
-    padded = np.zeros((F + 2, h.shape[1]), dtype=np.int8)
-    padded[1:-1] = h
-    d = np.diff(padded, axis=0)
-    starts = np.nonzero(d.T == 1)
-    ends = np.nonzero(d.T == -1)
-    lengths = ends[1] - starts[1]  # both sorted by column then row
-    run_hist = np.bincount(lengths, minlength=F + 1)[: F + 1]
     L = np.arange(F + 1)
     # num_c[k] = sum_L n(L) (L - k)_+ = S1(k) - k S0(k), S0/S1 tail sums of n(L) and L n(L) over L > k
     s0 = np.cumsum(run_hist[::-1])[::-1]

@@ -22,7 +22,8 @@ errors over the Na+ ions), ``msd_<species>.csv``
 analysis/interface.py (one more pass) ``interface.json`` with its CSVs and figures.
 
 transport.json keys: system, replica, temperature_K, charge_scale, n_frames, dt_ps, time_span_ps,
-mean_volume_nm3, electrolyte {volume_nm3_mean, volume_nm3_sd, volume_frames, density_g_cm3_mean,
+mean_volume_nm3, electrolyte {volume_nm3_mean, volume_nm3_sd, volume_nm3_sem (the strided mean's error),
+volume_frames, volume_stride_frames (analysis/volume.py: the volume is computed on a stride), density_g_cm3_mean,
 density_g_cm3 (on volume_frames), film_centre_density_g_cm3_mean, film_centre_density_g_cm3 (per frame),
 salt_mass_fraction (Na + TFSI mass over the electrolyte's), film_centre_salt_mass_fraction_mean and per
 frame, film_centre_polymer_density_g_cm3_mean (analysis/volume.py; a plain box's band is the box), method,
@@ -90,7 +91,7 @@ CFG_DEFAULTS = {"rdf_r_max_nm": 1.0, "rdf_bins": 200, "msd_fit_start_fraction": 
 _FIT_KEYS = ("D_nm2_per_ps", "D_sigma_nm2_per_ps", "D_cm2_per_s", "D_sigma_cm2_per_s", "diffusive", "no_window_reason",
              "beta", "beta_range", "beta_ok", "beta_tolerance", "fit_window_ps", "search_window_ps", "window_selection",
              "uncertainty_method", "fit_chi2_per_dof", "dimension", "beta_flag", "offset_nm2", "flags", "fit_lags",
-             "slope_tests", "local_slopes_nm2_per_ps", "drift")
+             "slope_tests", "local_slopes_nm2_per_ps", "drift", "power_law")
 
 
 def _config(analysis_cfg):
@@ -203,7 +204,8 @@ def analyse_production(topology, trajectory, out_dir, analysis_cfg: dict, charge
         er = electrolyte.results
         e_volume = er.mean_volume_nm3
         e_out = {"volume_nm3_mean": e_volume, "volume_nm3_sd": er.sd_volume_nm3,
-                 "volume_frames": er.volume_frames, "density_g_cm3_mean": er.mean_density_g_cm3,
+                 "volume_nm3_sem": er.sem_volume_nm3, "volume_frames": er.volume_frames,
+                 "volume_stride_frames": er.volume_stride_frames, "density_g_cm3_mean": er.mean_density_g_cm3,
                  "density_g_cm3": [float(x) for x in er.density_g_cm3],
                  "film_centre_density_g_cm3_mean": er.mean_film_centre_density_g_cm3,
                  "film_centre_density_g_cm3": [float(x) for x in er.film_centre_density_g_cm3],

@@ -52,9 +52,11 @@ With one A atom the errors are NaN.
 
 Preconditions: a periodic box in every frame; r_max not above half the shortest box width (minimum
 image). Memory is independent of the number of frames: one histogram is accumulated per frame from
-the pairs within r_max (periodic KD-tree, ``scipy.spatial.cKDTree(boxsize=...)``, for orthorhombic
-boxes; ``MDAnalysis.lib.distances.capped_distance`` for triclinic ones or ``kernel="capped"``).
-Bins are half-open [r_lo, r_hi).
+the pairs within r_max. Pair search (``kernel``): ``"auto"`` (default) loops over all N_A x N_B
+minimum-image distances in compiled code (``"all_pairs"``, analysis/_kernels.py) up to ALL_PAIRS_MAX
+pairs, and above that uses a periodic KD-tree (``scipy.spatial.cKDTree(boxsize=...)``, ``"kdtree"``);
+``"capped"`` is ``MDAnalysis.lib.distances.capped_distance``, which triclinic boxes always use. Bins
+are half-open [r_lo, r_hi).
 
 First shell (:func:`first_shell`): the first significant peak of g(r) (lightly smoothed; Poisson-
 significant excess over the ideal-gas count), then the first minimum after it that the errors support:
@@ -80,11 +82,13 @@ from spemd.units import angstrom_to_nm, nm_to_angstrom
 
 from spemd.analysis._common import box_volume_nm3, check_atomgroup, check_finite, half_min_width_nm, require_box
 EXCLUDE_CHOICES = (None, "residue")
-KERNELS = ("kdtree", "capped")
+KERNELS = ("auto", "all_pairs", "kdtree", "capped")
+#: largest N_A x N_B for which kernel "auto" loops over all pairs (beyond, a KD-tree visits fewer)
+ALL_PAIRS_MAX = 4_000_000
 NORMALISATIONS = ("volume", "lateral")
 _DZ_BINS = 4000  # |dz| histogram on [0, r_max) for the lateral reference: bin error < 1e-6 of a shell
-_A_CHUNK = 256  # A atoms per block of the lateral reference (memory: _A_CHUNK x _DZ_BINS floats)
-_PAIR_CHUNK = 20000  # counted pairs per block of the conditional lateral reference (x bins floats)
+_A_CHUNK = 256  # A atoms per block of the lateral reference's |dz| window (memory: _A_CHUNK x N_B pairs)
+_DZ_PENDING = 2_000_000  # (A atom, |dz| bin) codes gathered before they are binned (16 MB)
 #: where a pair's first-shell minimum can physically lie (nm); outside them :func:`first_shell` reports none
 SHELL_BOUNDS_NM = {"Na-O_TFSI": (0.28, 0.40), "Na-O_ether": (0.28, 0.45)}
 
@@ -102,8 +106,9 @@ class RDF(AnalysisBase):
     accessible_volume_nm3 : float or None: normalise g(r) by this volume instead of the box volume
     normalisation : "volume" (default: per-frame box volume, or ``accessible_volume_nm3``) or "lateral"
         (slab boxes: ideal gas at each B atom's height, module docstring)
-    kernel : "kdtree" (default: periodic scipy cKDTree pair search, orthorhombic boxes; triclinic
-        frames fall back to capped_distance) or "capped" (MDAnalysis capped_distance always)
+    kernel : "auto" (default: "all_pairs" up to ALL_PAIRS_MAX pairs, else "kdtree"), "all_pairs" (every
+        minimum-image distance, compiled loop of analysis/_kernels.py), "kdtree" (periodic scipy cKDTree)
+        or "capped" (MDAnalysis capped_distance); triclinic frames always use capped_distance
     shell_bounds_nm : (lo, hi) or None: where the pair's first-shell minimum can physically lie
         (:func:`first_shell`)
 
@@ -117,7 +122,7 @@ class RDF(AnalysisBase):
     """
 
     def __init__(self, group_a, group_b, r_max_nm=1.0, bins=200, r_min_nm=0.0, exclude_same=None,
-                 accessible_volume_nm3=None, kernel="kdtree", normalisation="volume", shell_bounds_nm=None, **kwargs):
+                 accessible_volume_nm3=None, kernel="auto", normalisation="volume", shell_bounds_nm=None, **kwargs):
         super().__init__(group_a.universe.trajectory, **kwargs)
         self.group_a = check_atomgroup(group_a, "RDF group_a")
         self.group_b = check_atomgroup(group_b, "RDF group_b")
@@ -151,14 +156,18 @@ class RDF(AnalysisBase):
         self._rmin_A = float(nm_to_angstrom(self.r_min_nm))
         self._rmax_A = float(nm_to_angstrom(self.r_max_nm))
         self._inv_dr_A = self.nbins / (self._rmax_A - self._rmin_A)
-        self._count = np.zeros(self.nbins, dtype=np.int64)
         self._edges_nm = np.linspace(self.r_min_nm, self.r_max_nm, self.nbins + 1)
         self._shell_nm3 = 4.0 / 3.0 * np.pi * np.diff(self._edges_nm**3)
         self._weighted = np.zeros(self.nbins, dtype=np.float64)  # sum_f V_f c_f(r) / shell(r)
         self._expected = np.zeros(self.nbins, dtype=np.float64)  # ideal-gas count: sum_f N_pairs shell(r) / V_f
         self._n_volume_sum = 0.0
+        self._inv_volume_sum = 0.0  # sum_f 1 / V_f
+        # frames of one normalisation volume (all of them with a fixed volume or an NVT box) are summed
+        # as counts and turned into the volume reference once (_flush_volume)
+        self._group_volume, self._group_frames, self._group_start = None, 0, None
         self._volume_sum = 0.0
         self._warned_range = False
+        self._pair_buf = None  # output arrays of the all-pairs kernel, reused frame to frame
         ia, ib = self.group_a.indices, self.group_b.indices
         self._check_identity = np.intersect1d(ia, ib).size > 0
         self._ia, self._ib = ia, ib
@@ -202,9 +211,15 @@ class RDF(AnalysisBase):
             dz = (np.arange(_DZ_BINS) + 0.5) * self.r_max_nm / _DZ_BINS
             lo, hi = self._edges_nm[:-1], self._edges_nm[1:]
             self._ring = np.pi * np.clip(hi[None, :] ** 2 - np.maximum(lo[None, :], dz[:, None]) ** 2, 0.0, None)
+            # |dz| histograms per A atom summed over the frames of one x/y area (_flush_lateral)
+            self._dz_hist = np.zeros((len(ia), _DZ_BINS), dtype=np.int64)
+            self._dz_area = self._weights_area = None
+            self._dz_codes, self._dz_pending = [], 0
 
     def _single_frame(self):
-        check_finite(self._ts, (self.group_a, self.group_b), "RDF trajectory")
+        pa, pb = self.group_a.positions, self.group_b.positions
+        if not (np.isfinite(pa).all() and np.isfinite(pb).all()):
+            check_finite(self._ts, (self.group_a, self.group_b), "RDF trajectory")  # raises, naming the atom
         dims = require_box(self._ts, "RDF trajectory")
         if not self._warned_range and self.r_max_nm > half_min_width_nm(dims) * (1 + 1e-9):
             warnings.warn(
@@ -212,7 +227,7 @@ class RDF(AnalysisBase):
                 f"in frame {self._ts.frame}; distances beyond it are not minimum-image complete",
                 RuntimeWarning, stacklevel=2)
             self._warned_range = True
-        pairs, dist = self._pairs_within(self.group_a.positions, self.group_b.positions, dims)
+        pairs, dist = self._pairs_within(pa, pb, dims)
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         owner, pairs_b = pairs[:, 0], pairs[:, 1]  # index in A, index in B
         if self.exclude_same == "residue":
@@ -225,67 +240,130 @@ class RDF(AnalysisBase):
         inside = (idx >= 0) & (idx < self.nbins) & (dist >= self._rmin_A)
         idx, owner, pairs_b = idx[inside], owner[inside], pairs_b[inside]
         c_a = np.bincount(owner * self.nbins + idx, minlength=self._count_a.size).reshape(self._count_a.shape)
-        c = c_a.sum(axis=0)
-        self._count += c
-        self._count_a += c_a
-        self._volume_sum += box_volume_nm3(dims)
+        box_volume = box_volume_nm3(dims)
+        self._volume_sum += box_volume
         if self.normalisation == "lateral":
-            e_a, e_cond_a = self._lateral_reference(dims, owner, pairs_b, idx)
-            self._expected_a += e_a
-            self._expected_cond_a += e_cond_a
-            self._expected += e_a.sum(axis=0)
+            self._count_a += c_a
+            self._lateral_reference(dims, owner, pairs_b, idx)
             return
-        vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume_nm3(dims)
-        self._weighted += vol * c / self._shell_nm3
-        self._expected += self._n_pairs * self._shell_nm3 / vol
-        self._expected_a += self._n_b_of_a[:, None] * self._shell_nm3[None, :] / vol
-        # conditional reference: the B atoms not within r (N_B - n(r)) spread over V - V_r
-        n_mid = np.cumsum(c_a, axis=1) - 0.5 * c_a
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self._expected_cond_a += ((self._n_b_of_a[:, None] - n_mid) * self._shell_nm3[None, :]
-                                      / (vol - self._v_mid_nm3[None, :]))
+        vol = self.accessible_volume_nm3 if self.accessible_volume_nm3 is not None else box_volume
+        if vol != self._group_volume:
+            self._flush_volume()
+            self._group_volume, self._group_start = vol, self._count_a.copy()
+        self._count_a += c_a
+        self._group_frames += 1
+        self._inv_volume_sum += 1.0 / vol
         self._n_volume_sum += vol
 
+    def _flush_volume(self):
+        """Add the volume reference of the frames gathered at one volume V (counts C = sum_f c_f):
+        sum_f V c_f / shell to the weighted counts, and the conditional reference of the B atoms not
+        within r, sum_f (N_B - n_f(r)) shell / (V - V_r), n_f(r) at the bin centres, per A atom."""
+        if self._group_volume is None:
+            return
+        vol, frames = self._group_volume, self._group_frames
+        C = self._count_a - self._group_start
+        self._weighted += vol * C.sum(axis=0) / self._shell_nm3
+        n_mid = np.cumsum(C, axis=1) - 0.5 * C
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._expected_cond_a += ((frames * self._n_b_of_a[:, None] - n_mid) * self._shell_nm3[None, :]
+                                      / (vol - self._v_mid_nm3[None, :]))
+        self._group_volume, self._group_frames, self._group_start = None, 0, None
+
+    def _lateral_weights(self, area):
+        """(p, w) per |dz| bin and r bin for the x/y cross-section `area` (nm^2): the probability of b in
+        the bin, and the same given b is not within r (module docstring). The last area's are kept."""
+        if self._weights_area != area:
+            p = self._ring / area
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self._weights = p, p / (1.0 - (np.cumsum(p, axis=1) - 0.5 * p))
+            self._weights_area = area
+        return self._weights
+
+    def _bin_dz_codes(self):
+        """Histogram the (A atom, |dz| bin) codes gathered since the last call into the |dz| histograms:
+        one bincount over several frames instead of a full-size one per frame."""
+        if self._dz_codes:
+            codes = np.concatenate(self._dz_codes)
+            self._dz_hist += np.bincount(codes, minlength=self._dz_hist.size).reshape(self._dz_hist.shape)
+        self._dz_codes, self._dz_pending = [], 0
+
+    def _flush_lateral(self):
+        """Add the ideal-gas counts of the |dz| histograms gathered so far (one area) to the expected counts.
+
+        The reference is linear in the |dz| histogram and depends on the frame only through its area,
+        so the frames of one area (every frame of a slab box, whose barostat moves z only) share one
+        product with the ring integrals instead of one per frame."""
+        if self._dz_area is None:
+            return
+        self._bin_dz_codes()
+        p, w = self._lateral_weights(self._dz_area)
+        hist = self._dz_hist.astype(np.float64)  # float: the product runs in BLAS
+        plain = hist @ p
+        self._expected_a += plain
+        self._expected_cond_a += hist @ w
+        self._expected += plain.sum(axis=0)
+        self._dz_hist[:] = 0
+        self._dz_area = None
+
     def _lateral_reference(self, dims, pairs_a, pairs_b, bins):
-        """Ideal-gas pair counts per A atom and bin of this frame with every B atom at its own height
-        (module docstring): (plain, conditional). `pairs_a`, `pairs_b`, `bins`: the counted pairs (A index,
-        B index, r bin), whose own reference is dropped from the conditional count beyond their distance."""
+        """Gather this frame's ideal-gas pair counts per A atom with every B atom at its own height (module
+        docstring): its |dz| histogram (turned into counts by :meth:`_flush_lateral`), and at once the
+        conditional count's correction. `pairs_a`, `pairs_b`, `bins`: the counted pairs (A index, B index,
+        r bin), whose own reference is dropped from the conditional count beyond their distance."""
         if not np.allclose(dims[3:], 90.0):
             raise InputError(f"RDF normalisation 'lateral': frame {self._ts.frame} has a triclinic box "
                              f"{np.asarray(dims[3:]).tolist()}; it needs an orthorhombic slab box")
         L = angstrom_to_nm(np.asarray(dims[:3], dtype=np.float64))
         area = L[0] * L[1]
+        if self._dz_area is not None and area != self._dz_area:
+            self._flush_lateral()
+        self._dz_area = area
         za = angstrom_to_nm(self.group_a.positions[:, 2].astype(np.float64))
         zb = angstrom_to_nm(self.group_b.positions[:, 2].astype(np.float64))
-        p = self._ring / area  # probability of b (at height dz) in the bin
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = p / (1.0 - (np.cumsum(p, axis=1) - 0.5 * p))  # ... given it is not within r
-        plain = np.empty((len(za), self.nbins))
-        cond = np.empty((len(za), self.nbins))
-        for lo in range(0, len(za), _A_CHUNK):  # bounded memory: a chunk of A atoms x _DZ_BINS at a time
-            hi = min(lo + _A_CHUNK, len(za))
-            k = self._dz_bins(za[lo:hi, None] - zb[None, :], L[2])
-            owner = np.broadcast_to(np.arange(hi - lo)[:, None], k.shape)
-            use = k < _DZ_BINS
+        for owner, b, k in self._dz_window(za, zb, L[2]):
             if self._keep is not None:
-                use &= self._keep[lo:hi]
-            hist = np.bincount(owner[use] * _DZ_BINS + k[use], minlength=(hi - lo) * _DZ_BINS)
-            hist = hist.reshape(hi - lo, _DZ_BINS)
-            plain[lo:hi] = hist @ p
-            cond[lo:hi] = hist @ w
+                use = self._keep[owner, b]
+                owner, k = owner[use], k[use]
+            self._dz_codes.append(owner * _DZ_BINS + k)
+            self._dz_pending += len(k)
+        if self._dz_pending > _DZ_PENDING:
+            self._bin_dz_codes()
         if len(bins):
-            # the pairs within r_max are known: drop each from the conditional count of the bins beyond it
-            j = self._dz_bins(za[pairs_a] - zb[pairs_b], L[2])
-            order = np.argsort(pairs_a, kind="stable")
-            pairs_a, j, bins = pairs_a[order], j[order], bins[order]
-            cols = np.arange(self.nbins)[None, :]
-            for lo in range(0, len(bins), _PAIR_CHUNK):
-                sl = slice(lo, lo + _PAIR_CHUNK)
-                mask = (cols > bins[sl, None]) + 0.5 * (cols == bins[sl, None])
-                rows = w[j[sl]] * mask
-                first = np.r_[0, np.nonzero(np.diff(pairs_a[sl]))[0] + 1]
-                cond[pairs_a[sl][first]] -= np.add.reduceat(rows, first, axis=0)
-        return plain, cond
+            self._drop_counted_pairs(area, self._dz_bins(za[pairs_a] - zb[pairs_b], L[2]), pairs_a, bins)
+
+    def _drop_counted_pairs(self, area, j, pairs_a, bins):
+        """The pairs within r_max are known: drop each from the conditional count of its A atom, half in its
+        own r bin and whole in every bin beyond, i.e. subtract sum_pairs w[j, c] ([c > bin] + [c = bin] / 2)
+        (a compiled loop over the pairs and their bins beyond: analysis/_kernels.py)."""
+        from spemd.analysis._kernels import drop_counted_pairs
+
+        _, w = self._lateral_weights(area)
+        drop_counted_pairs(self._expected_cond_a, w, pairs_a.astype(np.int64), j.astype(np.int64),
+                           bins.astype(np.int64))
+
+    def _dz_window(self, za, zb, lz):
+        """Yields (A index, B index, |dz| bin) of the pairs with |dz| < r_max (minimum image along z), in
+        blocks of _A_CHUNK A atoms (memory: at most _A_CHUNK x N_B pairs at a time).
+
+        In a slab box most B atoms lie farther than r_max in z from an A atom: the B heights are sorted
+        once (with their images at -lz and +lz) and each A atom takes only its window of them, so the
+        work grows with the pairs inside the window, not with N_A N_B (r_max <= lz / 2: one image each)."""
+        zb_w = np.mod(zb, lz)
+        order = np.argsort(zb_w, kind="stable")
+        z_ext = np.concatenate([zb_w[order] - lz, zb_w[order], zb_w[order] + lz])
+        b_ext = np.tile(order, 3)
+        za_w = np.mod(za, lz)
+        first = np.searchsorted(z_ext, za_w - self.r_max_nm, side="left")
+        count = np.searchsorted(z_ext, za_w + self.r_max_nm, side="right") - first
+        for lo in range(0, len(za), _A_CHUNK):
+            sl = slice(lo, lo + _A_CHUNK)
+            n = count[sl]
+            owner = np.repeat(np.arange(lo, lo + len(n)), n)
+            at = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - first[sl], n)
+            k = (np.abs(za_w[owner] - z_ext[at]) * (_DZ_BINS / self.r_max_nm)).astype(np.int64)
+            inside = k < _DZ_BINS
+            yield owner[inside], b_ext[at][inside], k[inside]
 
     def _dz_bins(self, dz, lz):
         """|dz| (nm, minimum image along z) as bins of the lateral reference's dz histogram."""
@@ -297,6 +375,8 @@ class RDF(AnalysisBase):
         orthorhombic = np.allclose(dims[3:], 90.0)
         if self.kernel == "capped" or not orthorhombic:
             return capped_distance(pa, pb, self._rmax_A, box=dims, return_distances=True)
+        if self.kernel == "all_pairs" or (self.kernel == "auto" and len(pa) * len(pb) <= ALL_PAIRS_MAX):
+            return self._all_pairs(pa, pb, np.asarray(dims[:3], dtype=np.float64))
         from scipy.spatial import cKDTree
 
         L = np.asarray(dims[:3], dtype=np.float64)
@@ -308,10 +388,37 @@ class RDF(AnalysisBase):
                                                          output_type="ndarray")
         return np.column_stack([m["i"], m["j"]]), m["v"]
 
+    def _all_pairs(self, pa, pb, lengths):
+        """:meth:`_pairs_within` by the compiled all-pairs loop (analysis/_kernels.py); its output arrays
+        start at twice the ideal-gas pair count (at least 4096) and double when a frame holds more."""
+        from spemd.analysis._kernels import pairs_within_ortho
+
+        if self._pair_buf is None:
+            expected = len(pa) * len(pb) * min(1.0, 4.0 / 3.0 * np.pi * self._rmax_A**3 / float(np.prod(lengths)))
+            self._pair_buf = self._new_pair_buf(max(4096, int(2 * expected)))
+        while True:
+            n = pairs_within_ortho(pa, pb, lengths, self._rmax_A, *self._pair_buf)
+            if n >= 0:
+                break
+            self._pair_buf = self._new_pair_buf(2 * len(self._pair_buf[0]))
+        i, j, d = self._pair_buf
+        return np.column_stack([i[:n], j[:n]]), d[:n].copy()
+
+    @staticmethod
+    def _new_pair_buf(n):
+        return np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+
     def _conclude(self):
         F = self.n_frames
         if F == 0:
             raise InputError("RDF trajectory: no frames analysed")
+        if self.normalisation == "lateral":
+            self._flush_lateral()
+        else:  # the volume reference: sum_f N shell / V_f = N shell sum_f 1 / V_f
+            self._flush_volume()
+            self._expected = self._n_pairs * self._shell_nm3 * self._inv_volume_sum
+            self._expected_a = self._n_b_of_a[:, None] * self._shell_nm3[None, :] * self._inv_volume_sum
+        self._count = self._count_a.sum(axis=0)
         edges = self._edges_nm
         r = self.results
         r.edges_nm = edges

@@ -812,7 +812,7 @@ def calibrate(metal: str, ff_cfg: dict, calibration_cfg: dict, out_dir, **fit_kw
 
 
 def load_overrides(path) -> dict:
-    """The fitted metal_o_tfsi overrides and the target of a calibration.json."""
+    """The fitted metal_o_tfsi overrides and the target of a calibration.json (slab or cluster layout)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--calibration: {path} not found")
@@ -820,6 +820,10 @@ def load_overrides(path) -> dict:
 
     try:
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and "terms" in data:  # the cluster fit's layout (forcefields/calibration.json)
+            from spemd.forcefields.cluster_calibration import load_terms
+
+            return load_terms(path)
         fitted = data["fitted"]
         ok = all(set(v) >= {"sigma_nm", "epsilon_kj_mol"} and k in METAL_TYPES for k, v in fitted.items())
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -44,11 +44,41 @@ def _xml_root(path: Path, what: str):
         raise InputError(f"{path}: not valid XML ({exc}); expected {what} - truncated or damaged?") from None
 
 
+#: mof.xml's template for the Fe of a mixed FeNi paddlewheel (type mof_FeNiFe): a residue FE bonded to a Ni
+FENI_FE_TEMPLATE = "FE_FENI"
+
+
+class _PaddlewheelIronMatcher:
+    """OpenMM template matcher: residue FE -> FE_FENI when its paddlewheel partner is Ni, else FE.
+
+    The two templates have the same graph (one Fe, five external bonds), so graph matching alone cannot
+    tell them apart; the partner can. Other residues fall through to graph matching (None). The loaded
+    templates are read from ForceField._templates (OpenMM 8.6 has no public accessor).
+    """
+
+    def __init__(self):
+        self._topology, self._elements = None, None
+
+    def __call__(self, ff, res, bonded_to_atom, ignore_external_bonds, ignore_extra_particles):
+        if res.name != "FE" or FENI_FE_TEMPLATE not in ff._templates:
+            return None
+        top = res.chain.topology
+        if top is not self._topology:  # one pass over the atoms per topology, not per residue
+            self._topology, self._elements = top, [a.element.symbol if a.element else "" for a in top.atoms()]
+        atom = next(iter(res.atoms()))
+        partner_ni = any(self._elements[j] == "Ni" for j in bonded_to_atom[atom.index])
+        return ff._templates[FENI_FE_TEMPLATE if partner_ni else "FE"]
+
+
 def load_forcefield(files):
-    """An openmm.app.ForceField from `files`, loaded one by one so that a bad file is named."""
+    """An openmm.app.ForceField from `files`, loaded one by one so that a bad file is named.
+
+    With mof.xml, the Fe of a FeNi paddlewheel gets its own template (:class:`_PaddlewheelIronMatcher`).
+    """
     from openmm import app
 
     ff = app.ForceField()
+    ff.registerTemplateMatcher(_PaddlewheelIronMatcher())
     for f in files:
         _xml_root(f, "a force-field XML file")
         try:

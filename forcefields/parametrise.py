@@ -17,6 +17,8 @@ So after app.ForceField.createSystem:
   groups make the whole force ~3x slower, and exclusions would have to be NonbondedForce exceptions
   as well (OpenMM requires identical exclusions), one per MOF-MOF pair (benchmarks/lj_forms.py);
 * 1-4 pairs stay NonbondedForce exceptions (coulomb and LJ scaled 0.5) with the geometric sigma.
+* forcefield.mof_charges other than mof.xml's own set (forcefields/mof_charges.py) replaces the MOF charges
+  per atom type, before forcefield.mof_charge_scale; the MOF's scaled 1-4 charge products follow.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import openmm
 import openmm.app as app
 import openmm.unit as u
 
+from spemd.forcefields import mof_charges
 from spemd.forcefields.library import load_forcefield, xml_files
 from spemd.errors import ConfigError, InputError
 from spemd.files import atomic_path, write_json_atomic
@@ -40,7 +43,8 @@ ION_RESIDUES = ("NA", "TFS")
 # model (1.0 = the mof.xml charges as published; < 1 screens the host-guest Coulomb attraction, the
 # knob that brings TFSI- adsorption energies down to DFT values, see forcefields/calibration.py)
 DEFAULT_SCALES = {"charge_scale": 0.8, "mof_charge_scale": 1.0}
-METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu"}
+# metal_o_tfsi keys -> mof.xml types; "FeNi" is the Fe of the mixed FeNi paddlewheel (the Ni of FeNi keeps "Ni")
+METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu", "FeNi": "mof_FeNiFe"}
 TFSI_O_TYPE = "tfsi_O"
 # Tether of a flexible MOF: no MOF bonded terms are parametrised, so without it the framework would
 # fall apart; 1000 kJ/mol/nm^2 keeps thermal displacements at 353 K near sqrt(kT/k) ~ 0.05 nm.
@@ -74,6 +78,7 @@ def _check_cfg(ff_cfg: dict) -> None:
         scale = ff_cfg.get(key, DEFAULT_SCALES[key])
         if not 0 < scale <= 1:
             raise ConfigError(f"forcefield.{key}: {scale!r} is out of range; must be > 0 and <= 1")
+    mof_charges.check_set(ff_cfg.get("mof_charges", mof_charges.DEFAULT_SET))
     h = ff_cfg.get("hydrogen_mass_amu", 1.5)
     if h is not None and not h > 0:
         raise ConfigError(f"forcefield.hydrogen_mass_amu: {h!r} is out of range; must be > 0 or null")
@@ -149,6 +154,17 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
     mof_scale = float(ff_cfg.get("mof_charge_scale", DEFAULT_SCALES["mof_charge_scale"]))
     scaled = np.array([a.residue.name in ION_RESIDUES for a in atoms])
     particle_scale = np.where(scaled, scale, [mof_scale if a.residue.name in MOF_RESIDUES else 1.0 for a in atoms])
+    # another published MOF charge set (forcefields/mof_charges.py): q_new / q_xml folded into the scale,
+    # so the MOF's scaled 1-4 exceptions follow it
+    charge_set = ff_cfg.get("mof_charges", mof_charges.DEFAULT_SET)
+    mof_types = {types[a.index]: a.element.symbol for a in atoms if a.residue.name in MOF_RESIDUES}
+    set_charges = mof_charges.type_charges(charge_set, mof_types)
+    mof_atoms = [a for a in atoms if a.residue.name in MOF_RESIDUES] if set_charges else []
+    for a in mof_atoms:
+        q_xml = nb.getParticleParameters(a.index)[0].value_in_unit(u.elementary_charge)
+        if q_xml == 0.0:
+            raise InputError(f"forcefields/mof.xml: type {types[a.index]} has charge 0; forcefield.mof_charges cannot rescale it")
+        particle_scale[a.index] *= set_charges[types[a.index]] / q_xml
     for i in range(system.getNumParticles()):
         q, sig, _ = nb.getParticleParameters(i)
         nb.setParticleParameters(i, q * float(particle_scale[i]), sig, 0.0)
@@ -243,6 +259,8 @@ def create_system(topology: app.Topology, ff_cfg: dict, positions_nm=None, nonbo
         "metal_o_tfsi": applied,
         "charge_scale": scale,
         "mof_charge_scale": mof_scale,
+        "mof_charges": charge_set,
+        "mof_type_charges_e": set_charges,
         "net_charge_e": net,
         "mof_atom_indices": mof_idx,
         "rigid_mof": rigid,
@@ -272,6 +290,8 @@ def parametrise(box_pdb, ff_cfg: dict, out_dir) -> dict:
         "charge_scaled_residues": list(ION_RESIDUES),
         "mof_charge_scale": info["mof_charge_scale"],
         "mof_charge_scaled_residues": list(MOF_RESIDUES),
+        "mof_charges": info["mof_charges"] if info["mof_atom_indices"] else None,
+        "mof_charges_source": mof_charges.SOURCES[info["mof_charges"]] if info["mof_atom_indices"] else None,
         "mixing": "geometric",
         "lj_force": (
             "CustomNonbondedForce 'LJGeometric' (per-particle a1*a2/r^12 - b1*b2/r^6) "

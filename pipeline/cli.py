@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from spemd.config import load_config, replica_seed, validate_sections
-from spemd.errors import ConfigError, InputError, SpemdError, StageIncomplete
+from spemd.errors import ConfigError, InputError, SpemdError, StageIncomplete, one_of
 
 EXIT_ERROR = 1
 #: EX_TEMPFAIL: the stage checkpointed and stopped before its wall-time budget ran out.
@@ -80,12 +80,31 @@ def cmd_build(args):
     )
 
 
-def merge_calibration(ff_cfg: dict, calibration_file) -> dict:
-    """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi."""
+def merge_calibration(ff_cfg: dict, calibration_file, targets_eV: dict | None = None) -> dict:
+    """ff_cfg with the fitted metal-O(TFSI) pairs of a calibration.json merged into metal_o_tfsi.
+
+    A file fitted with another MOF charge set, or to other targets than `targets_eV` (calibration.targets_eV),
+    is refused: its terms reproduce their targets only as fitted.
+    """
     from spemd.forcefields.calibration import load_overrides
+    from spemd.forcefields.mof_charges import DEFAULT_SET
     from spemd.forcefields.parametrise import DEFAULT_SCALES
 
     cal = load_overrides(calibration_file)
+    fitted_set, used_set = cal.get("mof_charges"), ff_cfg.get("mof_charges", DEFAULT_SET)
+    if fitted_set is not None and fitted_set != used_set:
+        raise ConfigError(
+            f"forcefield.mof_charges: {used_set!r} differs from {fitted_set!r}, the charge set {calibration_file} was fitted with; "
+            f"set forcefield.mof_charges: {fitted_set!r} or calibration.refit: true"
+        )
+    if isinstance(cal.get("target_eV"), dict):
+        for model, fitted_target in cal["target_eV"].items():
+            wanted = (targets_eV or {}).get(model)
+            if wanted is not None and not math.isclose(float(wanted), float(fitted_target), abs_tol=1e-9):
+                raise ConfigError(
+                    f"calibration.targets_eV.{model}: {wanted!r} differs from {fitted_target!r}, the target of {calibration_file}; "
+                    "set calibration.refit: true to refit"
+                )
     # a pair fitted under one charge model reproduces its target only under that model
     for key, default in DEFAULT_SCALES.items():
         fitted_at = cal.get(key)
@@ -105,25 +124,25 @@ def cmd_parametrise(args):
     config = _config(args)
     ff_cfg = config.get("forcefield", {})
     if args.calibration:
-        ff_cfg = merge_calibration(ff_cfg, Path(args.calibration))
+        ff_cfg = merge_calibration(ff_cfg, Path(args.calibration), (config.get("calibration") or {}).get("targets_eV"))
     parametrise(Path(args.box), ff_cfg, Path(args.out))
 
 
 def cmd_calibrate(args):
-    from spemd.forcefields.calibration import calibrate
+    from spemd.forcefields.cluster_calibration import CLUSTERS, calibrate
 
     config = _config(args)
-    record = calibrate(args.metal, config.get("forcefield", {}), config.get("calibration", {}), Path(args.out))
-    param = record["fitted_parameter"]
-    def term(el, p):
-        c4 = f" C4 {p['c4_kJ_nm4_per_mol']:.4g} kJ nm^4/mol" if p.get("c4_kJ_nm4_per_mol") else ""
-        return f"{el}-O sigma {p['sigma_nm']:.4g} nm epsilon {p['epsilon_kj_mol']:.4g} kJ/mol{c4}"
-
-    pairs = ", ".join(term(el, p) for el, p in record["fitted"].items())
-    print(
-        f"{args.metal}: fitted {param}: {pairs} gives E_ads {record['achieved_eV']:.4f} eV from {record['n_starts']} "
-        f"starts (target {record['target_eV']} eV; uncalibrated {record['uncalibrated']['e_ads_eV']:.4f} eV)"
-    )
+    models = args.metal or list(CLUSTERS)
+    for m in models:
+        if m not in CLUSTERS:
+            raise ConfigError(one_of("--metal", m, list(CLUSTERS)))
+    record = calibrate(config.get("forcefield", {}), config.get("calibration", {}), Path(args.out) / "calibration.json", models)
+    for m, t in record["terms"].items():
+        print(
+            f"{m} ({t['atom_type']}): C4 {t['parameters']['c4_kJ_nm4_per_mol']:.6g} kJ nm^4/mol gives cluster E_ads "
+            f"{t['cluster_e_ads_eV']:.4f} eV (target {t['target_eV']} eV; uncalibrated {t['uncalibrated_cluster_e_ads_eV']:.4f} eV), "
+            f"M-O {t['o_metal_distance_nm']:.3f} nm, {t['n_starts']} starts, {t['wall_s']:.0f} s"
+        )
 
 
 def cmd_export(args):
@@ -253,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="calibration.json from `spemd calibrate`: its fitted metal-O(TFSI) pairs override forcefield.metal_o_tfsi")
     p.set_defaults(func=cmd_parametrise)
 
-    p = sub.add_parser("calibrate", help="fit the metal-O(TFSI) LJ pair (sigma, or epsilon at calibration.sigma_nm) of one MOF model to its target adsorption energy")
+    p = sub.add_parser("calibrate", help="fit the metal-O(TFSI) site term (12-6-4 C4) of each paddlewheel cluster (Fe2, Ni2, FeNi) to its target adsorption energy")
     _add_config_args(p)
-    p.add_argument("--metal", required=True, help="MOF model: FeNi, Fe, Ni or Cu")
+    p.add_argument("--metal", nargs="*", help="cluster models to fit: Fe, Ni, FeNi (default: all three)")
     p.add_argument("--out", required=True, help="output folder (calibration.json)")
     p.set_defaults(func=cmd_calibrate)
 

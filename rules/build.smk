@@ -19,15 +19,16 @@ rule build:
 
 
 rule calibrate:
+    # only with calibration.refit (rules/common.smk calibration_input); otherwise the shipped terms are used
     output:
-        f"{RESULTS}/calibration/{{metal}}/calibration.json",
+        f"{RESULTS}/calibration/calibration.json",
     params:
         cfg=lambda w: sections("forcefield", "calibration"),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        f"{LOGS}/calibrate/{{metal}}.log",
+        f"{LOGS}/calibrate/calibration.log",
     shell:
-        "spemd calibrate --config-json {params.cfg:q} --metal {wildcards.metal} --out {params.out} > {log} 2>&1"
+        "spemd calibrate --config-json {params.cfg:q} --out {params.out} > {log} 2>&1"
 
 
 rule parametrise:
@@ -39,7 +40,8 @@ rule parametrise:
         topology=f"{RESULTS}/{{system}}/rep{{replica}}/params/topology.pdb",
         forcefield=f"{RESULTS}/{{system}}/rep{{replica}}/params/forcefield.json",
     params:
-        cfg=lambda w: sections("forcefield"),
+        # calibration.targets_eV only where terms are used (parametrise checks them against the terms' file)
+        cfg=lambda w: sections("forcefield", **({"calibration": CONFIG["calibration"]} if calibration_input(w) else {})),
         out=lambda w, output: os.path.dirname(output.system),
         calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
     resources:

@@ -150,11 +150,16 @@ def summary_table():
 
 
 def calibration_input(wildcards):
-    """The system's metal's calibration.json when calibration is enabled and the system has a MOF slab."""
+    """The metal-O(TFSI) site terms when calibration is enabled and the system has a MOF slab: the shipped
+    forcefields/calibration.json, or the calibrate job's refit (calibration.refit)."""
     spec = CONFIG["systems"][wildcards.system]
     if not CONFIG["calibration"]["enabled"] or spec.get("mof_wt_percent", 0) <= 0:
         return {}
-    return {"calibration": f"{RESULTS}/calibration/{spec['mof_metal']}/calibration.json"}
+    if CONFIG["calibration"]["refit"]:
+        return {"calibration": f"{RESULTS}/calibration/calibration.json"}
+    from spemd.resources import forcefield_dir
+
+    return {"calibration": str(forcefield_dir() / "calibration.json")}
 
 
 # ---- Job sizes from the box: mem_mb and runtime of build, parametrise, minimise, md_stage and analyse

@@ -28,6 +28,8 @@ Building units and naming (docs/contracts.md)
   H2 on C4, H3 on C6. Force-field types: C1/C3/C5 ``mof_Cring``, C2/C4/C6 ``mof_CH``, C7-C9
   ``mof_Ccarb``, O1-O6 ``mof_O``, H1-H3 ``mof_H``.
 * Metal residues ``FE``, ``NI``, ``CU``: one atom each, atom name = residue name.
+  Types ``mof_Fe``, ``mof_Ni``, ``mof_Cu``; the Fe of a FeNi paddlewheel is ``mof_FeNiFe`` (its own
+  site term; still residue ``FE``, chosen by its Ni partner, forcefields/library.py).
 * Topology bonds: all 18 linker-internal bonds (ring, C-COO, C-O, C-H), every M-O(carboxylate)
   bond and the paddlewheel M-M bond, including bonds that cross the x/y periodic boundary, so that the
   slab is one connected molecule.
@@ -352,6 +354,9 @@ BTC_TYPES = {"C1": "mof_Cring", "C3": "mof_Cring", "C5": "mof_Cring", "C2": "mof
              **{f"O{k}": "mof_O" for k in range(1, 7)}}  # fmt: skip
 FMT_TYPES = {"C": "mof_Ccarb", "O1": "mof_O", "O2": "mof_O", "H": "mof_Hfmt"}
 METAL_TYPES = {"Fe": "mof_Fe", "Ni": "mof_Ni", "Cu": "mof_Cu"}
+#: Type of the Fe of a mixed FeNi paddlewheel: its own metal-O(TFSI) site term (forcefields/calibration.json); mof.xml
+#: gives it Fe's charge and LJ, and forcefields/library.py's template matcher picks it for a residue FE bonded to a Ni.
+FENI_FE_TYPE = "mof_FeNiFe"
 
 
 @lru_cache(maxsize=4)
@@ -455,7 +460,7 @@ def _unit_charge(kind: str) -> float:
     """Charge (e) of a paddlewheel or linker; the cut is metal-independent because Fe, Ni and Cu carry
     the same charge in forcefields/mof.xml (checked here)."""
     q = type_charges()
-    metal_q = {q[t] for t in METAL_TYPES.values()}
+    metal_q = {q[t] for t in (*METAL_TYPES.values(), FENI_FE_TYPE)}
     if len(metal_q) != 1:
         raise BuildError(f"mof slab: forcefields/mof.xml metal charges differ ({sorted(metal_q)}); the slab cut assumes one")
     return 2.0 * metal_q.pop() if kind == "PW" else sum(q[BTC_TYPES[n]] for n in _BTC_NAME_ORDER)
@@ -561,7 +566,7 @@ def build_slab(metal: str, cells: tuple[int, int, int]) -> MofSlab:
             pair_atoms.append(atom)
             metal_atoms.append(atom)
             positions.append(xyz[end])
-            types.append(METAL_TYPES[sym])
+            types.append(FENI_FE_TYPE if metal == "FeNi" and sym == "Fe" else METAL_TYPES[sym])
             d = xyz[end] - xyz[1 - end]
             axial.append(d / np.linalg.norm(d))
         top.addBond(pair_atoms[0], pair_atoms[1])

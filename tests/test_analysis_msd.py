@@ -229,3 +229,33 @@ def test_a_few_ions_over_a_few_ps_are_unresolved_not_a_cage_offset():
     # the same walk with 100 particles and 400 frames is resolved and recovered
     big = _fit(brownian_positions(100, 400, 2e-3, 1.0, (4, 4, 4), seed=2))
     assert big["diffusive"] and big["D_nm2_per_ps"] == pytest.approx(2e-3, rel=0.1)
+
+
+def test_cage_time_a_tenth_of_the_run_recovered_with_the_search_range_to_0_9():
+    # OU cage of time 100 ps (1/10 of the 1000-ps run, 6 a^2 = 0.61 nm^2): the slope's excess 1.02 exp(-t/100)
+    # is still 5 % at 300 ps, so the window must start late; with the search ending at half the run (the
+    # default) only starts up to 250 ps leave an octave, hence the range to 0.9 (GLS weighs the long lags)
+    fits = [_fit(caged_positions(500, 1000, 1e-3, 0.32, 100.0, 1.0, seed=s), fit_end_fraction=0.9) for s in range(10)]
+    assert all(f["diffusive"] for f in fits), [f["no_window_reason"] for f in fits]
+    err = np.array([f["D_nm2_per_ps"] / 1e-3 - 1 for f in fits])
+    z = np.array([(f["D_nm2_per_ps"] - 1e-3) / f["D_sigma_nm2_per_ps"] for f in fits])
+    assert np.sum((np.abs(err) < 0.05) & (np.abs(z) < 2)) >= 8, np.round(err, 3)
+    assert np.sum(np.abs(z) < 2) >= 9 and abs(err.mean()) < 0.04  # sigma_D includes the window-choice systematic
+    # the window starts where the excess slope is below ~10 % (t >= 2.3 tau), not in the cage
+    assert all(f["fit_window_ps"][0] >= 230 for f in fits) and all(f["beta_flag"] == "cage offset" for f in fits)
+    # the power-law test sees the crossover: ln MSD(ln t) is bent (chi2/dof >> 1)
+    assert all(f["power_law"]["p"] < 1e-6 for f in fits)
+
+
+def test_power_law_at_every_lag_is_refused_and_brownian_is_not():
+    # fBm H = 0.4: MSD = 3 (0.05 nm)^2 (t/ps)^0.8 at every lag; its late windows can look straight by chance
+    # (slope drift -0.2 with an error of 0.06-0.1 at starts past 200 ps), the single power law cannot
+    fits = [_fit(fbm_positions(500, 1000, 0.4, 0.05, seed=100 + s)) for s in range(20)]
+    refused = [not f["diffusive"] and np.isnan(f["D_nm2_per_ps"]) for f in fits]
+    assert sum(refused) >= 19, refused
+    assert all(f["power_law"]["beta"] == pytest.approx(0.8, abs=0.01) for f in fits)
+    assert sum(f["beta_flag"] == "sub-diffusive" and "one power law" in f["no_window_reason"] for f in fits) >= 19
+    for s in range(5):  # Brownian of the same size: beta 1, accepted, within 3 sigma
+        f = _fit(brownian_positions(500, 1000, 1e-3, 1.0, (4, 4, 4), seed=s))
+        assert f["diffusive"] and f["power_law"]["beta"] == pytest.approx(1.0, abs=0.02)
+        assert abs(f["D_nm2_per_ps"] - 1e-3) < 3 * f["D_sigma_nm2_per_ps"]

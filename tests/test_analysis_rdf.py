@@ -270,3 +270,24 @@ def test_minimum_at_the_upper_bound_counts_when_g_rises_beyond_it():
     g2[r < 0.22] = 0.0
     out = first_shell(r, g2, np.cumsum(g2) * 0.01, sem=sem, bounds_nm=(0.28, 0.40))
     assert np.isnan(out["first_shell_radius_nm"]) and "inside the pair's bounds" in out["first_shell_reason"]
+
+
+def test_all_pairs_kernel_counts_the_kdtree_pairs_with_coordinates_outside_the_box():
+    # the compiled all-pairs loop (analysis/_kernels.py) folds coordinates into the box itself: atoms
+    # up to two box lengths outside it give the same pair counts and g(r) as the periodic KD-tree
+    import MDAnalysis as mda
+    from MDAnalysis.coordinates.memory import MemoryReader
+
+    rng = np.random.default_rng(4)
+    n, frames, L = 120, 3, 25.0
+    u = mda.Universe.empty(n, n_residues=n, atom_resindex=np.arange(n), trajectory=True)
+    u.add_TopologyAttr("names", ["NA"] * 30 + ["O"] * 90)
+    u.add_TopologyAttr("resnames", ["NA"] * 30 + ["O"] * 90)
+    xyz = rng.random((frames, n, 3)) * L + L * rng.integers(-2, 3, size=(frames, n, 3))
+    u.load_new(xyz.astype(np.float32), format=MemoryReader, dimensions=[L, L, L, 90, 90, 90])
+    na, o = u.select_atoms("name NA"), u.select_atoms("name O")
+    runs = {k: RDF(na, o, r_max_nm=1.2, bins=60, kernel=k).run().results for k in ("all_pairs", "kdtree", "capped")}
+    assert runs["all_pairs"].count.sum() > 0
+    np.testing.assert_array_equal(runs["all_pairs"].count, runs["kdtree"].count)
+    np.testing.assert_array_equal(runs["all_pairs"].count, runs["capped"].count)
+    np.testing.assert_allclose(runs["all_pairs"].rdf, runs["kdtree"].rdf, rtol=1e-12)

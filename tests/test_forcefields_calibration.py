@@ -216,7 +216,7 @@ def test_fe_ni_target_has_a_documented_default():
     assert validate_config(_config(enabled=True))["calibration"]["targets_eV"] == defaults
     ok = validate_config(_config(enabled=True, targets_eV={"FeNi": -0.9}))
     assert ok["calibration"]["targets_eV"] == defaults | {"FeNi": -0.9}
-    assert validate_config(_config())["calibration"] == {"enabled": False, "targets_eV": defaults, "sigma_nm": None}
+    assert validate_config(_config())["calibration"] == {"enabled": False, "refit": False, "targets_eV": defaults}
     with pytest.raises(ConfigError, match=r"calibration\.targets_eV\.FeNi: 0\.1 is out of range"):
         validate_config(_config(enabled=True, targets_eV={"FeNi": 0.1}))
 

@@ -301,13 +301,15 @@ def _pair_force_energy(system, base, xyz):
 def test_metal_pair_terms_and_c4_add_exactly_the_pair_difference(slab_box):
     top, xyz, _ = slab_box
     cfg = ONE | {"nonbonded_cutoff_nm": 1.2}
-    # Fe pair term with a 12-6-4 C4; Cu is not in the Fe-Ni slab: recorded as not applied
-    pairs = {"Fe": (0.28, 2.5, 0.004)}
-    over_cfg = cfg | {"metal_o_tfsi": {"Fe": {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004},
+    # pair term with a 12-6-4 C4 on the Fe of the Fe-Ni slab (key FeNi, type mof_FeNiFe); Fe-only's key and Cu
+    # are not in this slab: recorded as not applied
+    pairs = {"FeNi": (0.28, 2.5, 0.004)}
+    over_cfg = cfg | {"metal_o_tfsi": {"FeNi": {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004},
+                                        "Fe": {"sigma_nm": 0.3, "epsilon_kj_mol": 1.0},
                                         "Cu": {"sigma_nm": 0.3, "epsilon_kj_mol": 1.0}}}
     # put one TFSI O 0.25 nm above an Fe so that the pair term is large (close contact)
     types = create_system(top, cfg, nonbonded_method=app.NoCutoff)[1]["particle_types"]
-    fe = types.index(METAL_TYPES["Fe"])
+    fe = types.index(METAL_TYPES["FeNi"])
     o = types.index(TFSI_O_TYPE)
     xyz = xyz.copy()
     shift = xyz[fe] + [0.0, 0.0, 0.25] - xyz[o]
@@ -320,7 +322,8 @@ def test_metal_pair_terms_and_c4_add_exactly_the_pair_difference(slab_box):
     hand = _pair_term_sum(top, xyz, info, pairs)
     assert abs(hand) > 1.0  # the test configuration probes the pair term, not noise
     assert _pair_force_energy(over, base, xyz) == pytest.approx(hand, rel=1e-9, abs=1e-9)
-    assert info2["metal_o_tfsi"]["Fe"] == {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004, "applied": True}
+    assert info2["metal_o_tfsi"]["FeNi"] == {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004, "applied": True}
+    assert info2["metal_o_tfsi"]["Fe"]["applied"] is False
     assert info2["metal_o_tfsi"]["Cu"]["applied"] is False and info2["metal_o_tfsi"]["Cu"]["c4_kJ_nm4_per_mol"] == 0.0
 
     # periodic: minimum image within the cutoff plus the long-range correction of the correction,
@@ -329,9 +332,9 @@ def test_metal_pair_terms_and_c4_add_exactly_the_pair_difference(slab_box):
     over, _ = create_system(top, over_cfg)
     box = np.array([top.getPeriodicBoxVectors()[k][k].value_in_unit(u.nanometer) for k in range(3)])
     rc = 1.2
-    n_fe, n_o = types.count(METAL_TYPES["Fe"]), types.count(TFSI_O_TYPE)
-    s_g = math.sqrt(info["type_sigma_nm"][METAL_TYPES["Fe"]] * info["type_sigma_nm"][TFSI_O_TYPE])
-    e_g = math.sqrt(info["type_epsilon_kj_mol"][METAL_TYPES["Fe"]] * info["type_epsilon_kj_mol"][TFSI_O_TYPE])
+    n_fe, n_o = types.count(METAL_TYPES["FeNi"]), types.count(TFSI_O_TYPE)
+    s_g = math.sqrt(info["type_sigma_nm"][METAL_TYPES["FeNi"]] * info["type_sigma_nm"][TFSI_O_TYPE])
+    e_g = math.sqrt(info["type_epsilon_kj_mol"][METAL_TYPES["FeNi"]] * info["type_epsilon_kj_mol"][TFSI_O_TYPE])
     d_a, d_b = 4 * 2.5 * 0.28**12 - 4 * e_g * s_g**12, 4 * 2.5 * 0.28**6 - 4 * e_g * s_g**6
     lrc = 4 * math.pi * n_fe * n_o / box.prod() * (d_a / (9 * rc**9) - d_b / (3 * rc**3) - 0.004 / rc)
     hand = _pair_term_sum(top, xyz, info, pairs, box=box, cutoff=rc) + lrc
@@ -427,3 +430,79 @@ def test_parametrise_and_exports_agree(tmp_path):
         ctx.setPositions(pos)
         f.append(ctx.getState(getForces=True).getForces(asNumpy=True)._value)
     assert np.abs(f[0] - f[1]).max() < 1e-3 * np.abs(f[0]).max()
+
+
+# ---------------------------------------------------------------- MOF charge sets (forcefield.mof_charges)
+
+
+def _slab_only(metal):
+    from spemd.systems.mof import build_slab
+
+    slab = build_slab(metal, (1, 1, 1))
+    top = app.Topology()
+    _append(top, slab.topology)
+    top.setPeriodicBoxVectors(np.diag([slab.box_x_nm, slab.box_y_nm, slab.thickness_nm + 3.0]) * u.nanometer)
+    return top
+
+
+@pytest.mark.parametrize("metal", ["Fe", "Ni", "Cu", "FeNi"])
+def test_ddec_charge_set_is_neutral_and_replaces_the_xml_charges(metal):
+    from spemd.forcefields.mof_charges import DDEC_BOYD2017
+
+    top = _slab_only(metal)
+    castillo, _ = create_system(top, ONE)
+    ddec, info = create_system(top, ONE | {"mof_charges": "ddec_boyd2017", "mof_charge_scale": 0.5})
+    nb_c, nb_d = _force_by_name(castillo, "NonbondedForce"), _force_by_name(ddec, "NonbondedForce")
+    q = lambda nb: np.array([nb.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(nb.getNumParticles())])
+    q_c, q_d = q(nb_c), q(nb_d)
+    assert abs(q_d.sum()) < 1e-6 and abs(q_c.sum()) < 1e-6
+    assert info["mof_charges"] == "ddec_boyd2017"
+    # the table, typed by element and atom type, times mof_charge_scale
+    expected = {"Fe": 0.8789, "Ni": 0.8789, "Cu": 0.8789, "mof_O": -0.53193, "mof_Ccarb": 0.61036,
+                "mof_Cring": -0.09685, "mof_CH": -0.02448, "mof_H": 0.13538, "mof_Hfmt": 0.01405}  # fmt: skip
+    for a, t, qd in zip(top.atoms(), info["particle_types"], q_d):
+        assert qd == pytest.approx(0.5 * expected.get(a.element.symbol, expected.get(t)), abs=1e-9), (t, qd)
+    assert DDEC_BOYD2017["mof_Hfmt"] == pytest.approx(0.01405, abs=1e-12)
+    # castillo2008 is mof.xml itself: the explicit name changes nothing
+    same, _ = create_system(top, ONE | {"mof_charges": "castillo2008"})
+    assert np.array_equal(q(_force_by_name(same, "NonbondedForce")), q_c)
+    # 1-4 exceptions inside the framework carry the new charges: qq = 0.5 q_i q_j (coulomb14scale)
+    n14 = 0
+    for k in range(nb_d.getNumExceptions()):
+        i, j, qq, _, _ = nb_d.getExceptionParameters(k)
+        if qq.value_in_unit(u.elementary_charge**2) != 0.0:
+            n14 += 1
+            assert qq.value_in_unit(u.elementary_charge**2) == pytest.approx(0.5 * q_d[i] * q_d[j], abs=1e-12)
+    assert n14 > 0
+
+
+def test_unknown_mof_charge_set_is_an_error(slab_box):
+    top, _, _ = slab_box
+    with pytest.raises(ConfigError, match=r"forcefield\.mof_charges: 'ddec' is not allowed; allowed values: 'castillo2008', 'ddec_boyd2017'"):
+        create_system(top, ONE | {"mof_charges": "ddec"})
+
+
+def test_forcefield_json_records_the_mof_charge_set(tmp_path):
+    from spemd.systems.mof import build_slab
+
+    slab = build_slab("Ni", (1, 1, 1))
+    top = _slab_only("Ni")
+    with open(tmp_path / "box.pdb", "w") as fh:
+        app.PDBFile.writeFile(top, slab.positions_nm * u.nanometer, fh)
+    meta = parametrise(tmp_path / "box.pdb", ONE | {"mof_charges": "ddec_boyd2017"}, tmp_path / "params")
+    assert meta["mof_charges"] == "ddec_boyd2017" and "Boyd" in meta["mof_charges_source"]
+    system = openmm.XmlSerializer.deserialize((tmp_path / "params" / "system.xml").read_text())
+    nb = _force_by_name(system, "NonbondedForce")
+    ni = next(a.index for a in top.atoms() if a.element.symbol == "Ni")
+    assert nb.getParticleParameters(ni)[0].value_in_unit(u.elementary_charge) == pytest.approx(0.8789, abs=1e-9)
+
+
+def test_charge_set_table_covers_new_metal_types_and_refuses_unknown_ones():
+    from spemd.errors import InputError
+    from spemd.forcefields.mof_charges import type_charges
+
+    # a metal type added later (e.g. the Fe of a mixed paddlewheel) takes the set's metal charge
+    assert type_charges("ddec_boyd2017", {"mof_FeNew": "Fe", "mof_O": "O"}) == {"mof_FeNew": 0.8789, "mof_O": -0.53193}
+    assert type_charges("castillo2008", {"mof_FeNew": "Fe"}) is None  # mof.xml's own charges
+    with pytest.raises(InputError, match=r"forcefield\.mof_charges: set 'ddec_boyd2017' has no charge for MOF atom type 'mof_X'"):
+        type_charges("ddec_boyd2017", {"mof_X": "C"})

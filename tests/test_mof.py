@@ -13,6 +13,7 @@ import pytest
 
 from spemd.errors import ConfigError
 from spemd.units import density_g_per_cm3
+from spemd.forcefields.library import load_forcefield
 from spemd.systems import mof
 
 A = mof.A_CELL_ANGSTROM
@@ -42,7 +43,7 @@ def slabs():
 
 @pytest.fixture(scope="module")
 def forcefield():
-    return app.ForceField(str(mof.MOF_XML))
+    return load_forcefield([mof.MOF_XML])  # with its FeNi-Fe template matcher
 
 
 # --------------------------------------------------------------------------------------------- crystal
@@ -367,7 +368,7 @@ def test_build_is_deterministic():
 
 
 #: Castillo, Vlugt & Calero, J. Phys. Chem. C 112 (2008) 15934 (Cu-BTC); Fe/Ni take the Cu value.
-CASTILLO = {"mof_Cu": 1.098, "mof_Fe": 1.098, "mof_Ni": 1.098, "mof_O": -0.665, "mof_Ccarb": 0.778,
+CASTILLO = {"mof_Cu": 1.098, "mof_Fe": 1.098, "mof_FeNiFe": 1.098, "mof_Ni": 1.098, "mof_O": -0.665, "mof_Ccarb": 0.778,
             "mof_Cring": -0.092, "mof_CH": -0.014, "mof_H": 0.109}  # fmt: skip
 
 
@@ -387,9 +388,9 @@ def test_xml_charge_table_is_castillo_and_neutral():
     assert root.find("NonbondedForce").find("UseAttributeFromResidue") is None
     assert "Castillo" in ET.tostring(root, encoding="unicode") or "Castillo" in mof.MOF_XML.read_text()
     ext = {r.get("name"): len(r.findall("ExternalBond")) for r in root.iter("Residue")}
-    assert ext == {"BTC": 6, "FMT": 2, "FE": 5, "NI": 5, "CU": 5}
+    assert ext == {"BTC": 6, "FMT": 2, "FE": 5, "FE_FENI": 5, "NI": 5, "CU": 5}
     lj = {t: (float(a["sigma"]), float(a["epsilon"])) for t, a in nb.items()}
-    assert lj["mof_Fe"] == (0.2594, 0.0544) and lj["mof_Cu"] == (0.3114, 0.0209) and lj["mof_O"] == (0.3118, 0.2510)
+    assert lj["mof_Fe"] == lj["mof_FeNiFe"] == (0.2594, 0.0544) and lj["mof_Cu"] == (0.3114, 0.0209) and lj["mof_O"] == (0.3118, 0.2510)
 
 
 @pytest.mark.parametrize("metal", mof.METALS)

@@ -88,7 +88,7 @@ def test_wheel_installs_only_spemd_at_top_level(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"spemd"}
-    for expected in ("spemd/pipeline/cli.py", "spemd/systems/build.py", "spemd/forcefields/tfsi.xml",
+    for expected in ("spemd/pipeline/cli.py", "spemd/systems/build.py", "spemd/forcefields/tfsi.xml", "spemd/forcefields/calibration.json",
                      "spemd/analysis/msd.py", "spemd/schema/config.schema.yaml", "spemd/__main__.py"):
         assert expected in names
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     reason="no OpenCL platform on this machine (CI installs pocl-opencl-icd; see .ci/run)",
 )
 FF = {"charge_scale": 0.8, "nonbonded_cutoff_nm": 0.9, "hydrogen_mass_amu": None,
-      "metal_o_tfsi": {"Fe": {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004}}}
+      "metal_o_tfsi": {"FeNi": {"sigma_nm": 0.28, "epsilon_kj_mol": 2.5, "c4_kJ_nm4_per_mol": 0.004}}}  # the Fe of the Fe-Ni slab
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def _composite():
 
     # an O of the first TFSI 0.3 nm above an Fe, choosing the Fe and O that keep the TFSI clear of the rest
     # (a near-overlap would overflow the GPU platforms' fixed-point force sums, which is not what is tested)
-    shifts = [xyz[fe] + [0.0, 0.0, 0.3] - xyz[o] for fe in np.flatnonzero(np.array(types) == METAL_TYPES["Fe"])
+    shifts = [xyz[fe] + [0.0, 0.0, 0.3] - xyz[o] for fe in np.flatnonzero(np.array(types) == METAL_TYPES["FeNi"])
               for o in tfsi0 if types[o] == TFSI_O_TYPE]
     best = max(shifts, key=lambda s: clearance(xyz[tfsi0] + s))
     xyz[tfsi0] += best
