@@ -201,14 +201,14 @@ def main(argv=None) -> int:
     print("\n".join(summary))
     mach = machine()
     busy = max(max(r["load_before"], r["load_after"]) for r in rows)
-    state = "idle" if busy < 0.5 else "loaded"
+    state = "idle" if busy < 1.5 else "loaded"  # analyse-run itself keeps one core busy (load ~1)
     slug = "_".join(re.sub(r"\(R\)|\(TM\)", "", mach).lower().split()[1:3])  # "intel_xeon", "amd_epyc"
     name = args.results or (ROOT / "benchmarks" / "results" /
                             f"analysis_paper_scale_cpu_{os.cpu_count()}core_{slug}_{state}.txt")
     lines = [f"# python benchmarks/analysis_paper_scale.py --frames {na} {nb}",
              f"# Machine: {mach}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Python "
              f"{platform.python_version()}; 1-minute load average {min(r['load_before'] for r in rows):.2f}-{busy:.2f} "
-             f"({state}: {'other jobs shared the cores, so the times are upper bounds' if state == 'loaded' else 'nothing else running'})",
+             f"({state}: {'other jobs shared the cores, so the times are upper bounds' if state == 'loaded' else 'nothing else running; the load is its own'})",
              f"# {SYSTEM} of config/paper.yaml, synthetic production at {FRAME_PS:g} ps/frame (module docstring); "
              f"analysis section of paper.yaml + shell_radius_nm Na-O_TFSI {NA_O_SHELL_NM}",
              "frames  wall_s  s_per_frame  cpu_s  peak_rss_GB  load_before  load_after  D_Na_nm2_per_ps  volume_frames"]
