@@ -214,9 +214,12 @@ def test_default_boxes_built_at_density_and_npt_runs_until_plateau(default_run):
         # 1.108 and 1.120 (-3.3, -2.1 %). Built only outside the slab's z-extent it started at 1.105 and
         # measured 1.030-1.097. A 10-EO chain is ~3 % of the film's mass, so where a few chains end up sets
         # it: a CI run on 2026-12-06 (auto -> CPU, grown to 2 threads) measured 1.073 against 1.150 built
-        # (-7.2 %), its film centre at 1.06-1.09 through all 32 ps. Bound: 8 % for the slab box, which
-        # still fails the old z-extent density (+9 %).
-        bound = 0.08 if slab is not None else 0.05
+        # (-7.2 %), its film centre at 1.06-1.09 through all 32 ps. With the calibrated host two CI runs of
+        # the same code on 2026-12-07 measured 1.103 and 1.052 against 1.146 built (+3.9 %, +8.9 %): where
+        # a few chains settle sets it, run to run. Bound: 12 % for the slab box (gross mismatches only); the
+        # old z-extent density bug (+9 %) is caught deterministically above (built == the analysis's film
+        # centre, built == target).
+        bound = 0.12 if slab is not None else 0.05
         assert abs(built - d["mean"]) / d["mean"] < bound, (system, built, d["mean"])
         eq = json.loads((run / f"{T}K" / "md" / npt["name"] / "done.json").read_text())["equilibration"]
         assert eq["checks"] and eq["stopped_at_ps"] <= npt["max_time_ps"] + 1e-9
