@@ -78,3 +78,73 @@ def drop_counted_pairs(cond, w, pairs_a, dz_bins, r_bins):
         cond[a, b] -= 0.5 * w[j, b]
         for c in range(b + 1, nbins):
             cond[a, c] -= w[j, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def power_owned_points(pos, radii, is_e, box, n_grid, reach):
+    """Number of grid points whose power-diagram owner is an electrolyte atom within `reach` of them
+    (analysis/volume.py's occupied volume, in the units of `pos`, `radii`, `box`).
+
+    Grid point (i, j, k) of an orthorhombic periodic box sits at ((i + 1/2) L_x / n_x, ...). Each atom
+    stamps the points within rho = sqrt(reach^2 + R_max^2 - R_min^2) of it, keeping per point the
+    least power |x - x_a|^2 - R_a^2 and its atom. This is exact: an atom beyond rho has a power above
+    rho^2 - R_max^2 = reach^2 - R_min^2, which no owner within reach exceeds, so a point whose true owner
+    lies beyond rho is not counted either way. `pos` folded into [0, L)."""
+    nx, ny, nz = n_grid[0], n_grid[1], n_grid[2]
+    hx, hy, hz = box[0] / nx, box[1] / ny, box[2] / nz
+    r_min, r_max = radii.min(), radii.max()
+    rho = np.sqrt(reach * reach + r_max * r_max - r_min * r_min)
+    best = np.full(nx * ny * nz, np.inf)
+    owner = np.full(nx * ny * nz, -1, dtype=np.int64)
+    dist2 = np.empty(nx * ny * nz)
+    rho2 = rho * rho
+    kms = np.empty(nz, dtype=np.int64)
+    dz2s = np.empty(nz)
+    for a in range(pos.shape[0]):
+        px, py, pz = pos[a, 0], pos[a, 1], pos[a, 2]
+        r2a = radii[a] * radii[a]
+        xlo, xhi = int(np.ceil((px - rho) / hx - 0.5)), int(np.floor((px + rho) / hx - 0.5))
+        ylo, yhi = int(np.ceil((py - rho) / hy - 0.5)), int(np.floor((py + rho) / hy - 0.5))
+        zlo, zhi = int(np.ceil((pz - rho) / hz - 0.5)), int(np.floor((pz + rho) / hz - 0.5))
+        if xhi - xlo + 1 > nx:  # the sphere spans the box: every plane once, by minimum image
+            xlo, xhi = 0, nx - 1
+        if yhi - ylo + 1 > ny:
+            ylo, yhi = 0, ny - 1
+        if zhi - zlo + 1 > nz:
+            zlo, zhi = 0, nz - 1
+        nzr = zhi - zlo + 1
+        for k in range(nzr):  # the z offsets once per atom, not per (x, y) row
+            km = (zlo + k) % nz
+            dz = (km + 0.5) * hz - pz
+            dz -= box[2] * np.floor(dz / box[2] + 0.5)
+            kms[k] = km
+            dz2s[k] = dz * dz
+        for i in range(xlo, xhi + 1):
+            im = i % nx
+            dx = (im + 0.5) * hx - px
+            dx -= box[0] * np.floor(dx / box[0] + 0.5)
+            for j in range(ylo, yhi + 1):
+                jm = j % ny
+                dy = (jm + 0.5) * hy - py
+                dy -= box[1] * np.floor(dy / box[1] + 0.5)
+                dxy = dx * dx + dy * dy
+                if dxy > rho2:
+                    continue
+                row = (im * ny + jm) * nz
+                for k in range(nzr):
+                    d2 = dxy + dz2s[k]
+                    if d2 > rho2:
+                        continue
+                    p = d2 - r2a
+                    g = row + kms[k]
+                    if p < best[g]:
+                        best[g] = p
+                        owner[g] = a
+                        dist2[g] = d2
+    reach2 = reach * reach
+    count = 0
+    for g in range(best.shape[0]):
+        a = owner[g]
+        if a >= 0 and is_e[a] and dist2[g] <= reach2:
+            count += 1
+    return count

@@ -107,8 +107,14 @@ POWER_LAW_ALPHA = 1e-3  # a single power law over every lag is rejected below th
 POWER_LAW_GRID_RATIO = 2 ** 0.5  # lags of the power-law test: half an octave apart
 
 
-def msd_fft(positions, chunk_columns: int = 3072) -> np.ndarray:
-    """Particle-averaged MSD for every lag 0..T-1 of `positions` (T, P, d) by the FFT algorithm."""
+#: working memory of one block of msd_fft's columns (bytes): the FFT buffers of a block are ~10 x 8 bytes per
+#: frame and column, so the block narrows as the trajectory grows and the peak memory stays flat
+FFT_BLOCK_BYTES = 64 * 2**20
+
+
+def msd_fft(positions, chunk_columns: int | None = None) -> np.ndarray:
+    """Particle-averaged MSD for every lag 0..T-1 of `positions` (T, P, d) by the FFT algorithm, over blocks
+    of `chunk_columns` coordinate columns (default: as many as fit FFT_BLOCK_BYTES)."""
     from scipy.fft import irfft, next_fast_len, rfft
 
     x = np.asarray(positions, dtype=np.float64)
@@ -117,6 +123,8 @@ def msd_fft(positions, chunk_columns: int = 3072) -> np.ndarray:
     T, P = x.shape[0], x.shape[1]
     cols = x.reshape(T, -1)
     n = next_fast_len(2 * T, real=True)
+    if chunk_columns is None:
+        chunk_columns = max(16, FFT_BLOCK_BYTES // (80 * n))
     s1_num = np.zeros(T)
     s2_num = np.zeros(T)
     for c0 in range(0, cols.shape[1], chunk_columns):

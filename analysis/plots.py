@@ -54,7 +54,7 @@ def plot_rdf(curves, stem, title=None) -> list[Path]:
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, y=1.0)  # fixed y: no collision search
     return _save(fig, stem)
 
 
@@ -108,7 +108,7 @@ def plot_arrhenius(temperatures_K, values, sigmas, fit, stem, ylabel="D (cm²/s)
     ax.set_xlabel("1000/T (1/K)")
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, y=1.0)  # fixed y: no collision search
     return _save(fig, stem)
 
 
@@ -130,5 +130,5 @@ def plot_series(x, curves, stem, xlabel, ylabel, title=None, vlines=()) -> list[
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, y=1.0)  # fixed y: no collision search
     return _save(fig, stem)

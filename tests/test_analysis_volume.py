@@ -136,6 +136,25 @@ def test_occupied_volume_stops_at_the_reach_in_an_empty_pore():
     assert v == pytest.approx(4.0 / 3.0 * np.pi * REACH_NM**3, rel=0.01)
 
 
+def test_occupied_volume_equals_a_brute_force_power_diagram():
+    # every grid point against every atom and its periodic images: owner = least |x - x_a|^2 - R_a^2, counted
+    # when it is electrolyte and within REACH_NM; random atoms with mixed radii, a quarter of them framework,
+    # in a box whose short edge (0.9 nm) is close to twice the stamping radius
+    rng = np.random.default_rng(7)
+    L = np.array([0.9, 1.3, 1.7])
+    pos = rng.uniform(0, 1, (40, 3)) * L
+    radii = rng.choice([0.102, 0.12, 0.152, 0.18, 0.2], 40)
+    is_e = rng.uniform(size=40) > 0.25
+    n = np.ceil(L / 0.05).astype(int)
+    grid = np.stack(np.meshgrid(*[(np.arange(m) + 0.5) * x / m for m, x in zip(n, L)], indexing="ij"), -1).reshape(-1, 3)
+    d = grid[:, None, :] - pos[None, :, :]
+    d2 = np.sum((d - L * np.round(d / L)) ** 2, axis=-1)
+    owner = np.argmin(d2 - radii**2, axis=1)
+    near = d2[np.arange(len(grid)), owner] <= REACH_NM**2
+    expected = np.count_nonzero(is_e[owner] & near) * np.prod(L / n)
+    assert occupied_volume_nm3(pos, L, radii, is_e, spacing_nm=0.05) == pytest.approx(expected, rel=1e-12)
+
+
 def test_unknown_element_is_named():
     u, _ = _slab_box(n_gas=10, n_frames=1)
     u.atoms[0].element = "Xe"
