@@ -36,10 +36,11 @@ particles, all time origins), MSD(t) = 2 d D t + c fitted over a window chosen f
   and the largest such change |a_k - a_j| (``later_slope_change``, relative) is added to sigma_D in
   quadrature as the systematic error of the window choice (without it 35 of 48 such D were within
   2 sigma on the cage below; with it 47 of 48).
-  A cage whose time is 1/10 of the run therefore needs the search range to reach past 5 cage times
-  plus an octave: fit_end_fraction 0.9 (GLS weighs the noisy long lags down). At the default 0.5 every
-  start lies in the cage's tail and the last one has no later start to check it: 20 of 50 such runs
-  give a D, biased by +8 % (9 of the 20 within 2 sigma). No such start: D and sigma_D
+  A cage whose time is 1/10 of the run therefore needs the search range to reach past several cage
+  times plus an octave: fit_end_fraction 0.99 (LONG_CAGE_END_FRACTION; GLS weighs the noisy long lags
+  down, and Brownian, short-cage and correlated walks give the same D and coverage there as at 0.5). At
+  the default 0.5 every start lies in the cage's tail: D is refused as sub-diffusive, and the reason
+  names the search range. No such start: D and sigma_D
   are NaN, ``diffusive`` False, ``beta_flag`` "sub-diffusive" (slope falling), "super-diffusive"
   (rising) or "unresolved" (straight within errors too large to tell) and ``no_window_reason`` says why. ``beta`` (log-log slope over the window) is information:
   below 1 - beta_tolerance with an accepted window it is flagged "cage offset" (c > 0), above
@@ -63,11 +64,12 @@ particles, all time origins), MSD(t) = 2 d D t + c fitted over a window chosen f
       Cov(MSD(n), MSD(m))      = d / P * 2 / ((T-n)(T-m)) * sum_{t, t'} Cov(dx(t, n), dx(t', m))^2
 
   gamma is the measured MSD below the window start and the fitted line from there on; the fit is
-  iterated three times (OLS start). Measured limits (tests/test_analysis_msd.py, 500 particles, 1000
-  frames): a cage whose time is 1/50 of the run is recovered within 3 % and 2 sigma; at 1/10 of the
-  run, searching to 0.9 of the run, 48 of 50 seeds give a D, 31 of 50 within 5 % and 2 sigma, 47 of
-  the 48 within 2 sigma, mean error +3.6 % (statistical sigma_D 3.5-5 %, so 5 % is a 1.2-sigma
-  criterion, and the drift left at the window start is not resolved by these data).
+  iterated three times (OLS start). Measured limits (tests/test_analysis_msd.py, 1000 frames): a cage
+  whose time is 1/50 of the run (500 particles) is recovered within 3 % and 2 sigma. At 1/10 of the run,
+  searching to 0.99 of it, the window-choice bias stays below sigma_D (Lepski): 80 seeds of 4,000
+  particles (sigma_D 2 %) give 79 D, 75 of them within 5 % and 2 sigma, mean error +1.1 %; 500 particles
+  (sigma_D 5 %) give 37 D of 40, 34 within 2 sigma, mean error +3.4 %. Within 5 % therefore needs data
+  that give sigma_D of about 2 %.
   P independent particles; the same formula with cross-MSDs gives
   the joint covariance of several MSDs (Einstein-Helfand, analysis.conductivity).
 - Preconditions of the uncertainty: particles independent and displacements close to Gaussian at the
@@ -105,6 +107,7 @@ RESOLUTION_FRACTION = 2.5  # the slope drift's standard error must be at most th
 SETTLED_Z = 1.0  # after a start with a drifting slope: slope within this many sigma of each later start's
 POWER_LAW_ALPHA = 1e-3  # a single power law over every lag is rejected below this chi2 p-value
 POWER_LAW_GRID_RATIO = 2 ** 0.5  # lags of the power-law test: half an octave apart
+LONG_CAGE_END_FRACTION = 0.99  # search-range end that a cage of 1/10 of the run needs (module docstring)
 
 
 #: working memory of one block of msd_fft's columns (bytes): the FFT buffers of a block are ~10 x 8 bytes per
@@ -444,7 +447,11 @@ def fit_diffusion(lags_ps, msd_nm2, n_particles=1, dim=3, fit_start_fraction=0.1
                   + (f", slope {best['later_slope_z']:.2g} errors of a later start's from it (limit {SETTLED_Z:g} "
                      "after a drifting start)" if best["after_drift"] and abs(best["later_slope_z"]) > SETTLED_Z else "") + ")" if best
                   else " (search range too short)")
-               + "; run longer, or the motion is not diffusive")
+               + "; run longer, or the motion is not diffusive"
+               + (f" (a slope still falling at {fit_end_fraction:g} of the run can be a cage relaxing: one whose time is "
+                  f"1/10 of the run needs the search range to 0.99, fit_end_fraction / config "
+                  f"analysis.msd_fit_end_fraction)" if kind == "sub-diffusive" and fit_end_fraction < LONG_CAGE_END_FRACTION
+                  else ""))
     if i0 is None:
         flags.append(f"{kind}: D refused")
         out.update({"beta": beta, "beta_ok": False, "beta_flag": kind, "diffusive": False, "no_window_reason": why,

@@ -1,8 +1,10 @@
-"""Calibrate the metal-O(TFSI) pair term against DFT adsorption energies of TFSI- on M3(BTC)2.
+"""Adsorption energy of one TFSI- on the capped M3(BTC)2 slab, and the targets of the site terms.
 
-Target: the DFT adsorption energies of one TFSI- on the MOF (Dong et al., EES Batteries 2025: Fe-MOF
--0.27 eV, Ni-MOF -0.55 eV; Fe-Ni binds most strongly, no number given: project default -0.70 eV,
-overridable in calibration.targets_eV).
+The metal-O(TFSI) site terms are fitted on paddlewheel clusters (forcefields/cluster_calibration.py) to
+the DFT adsorption energies (Dong et al., EES Batteries 2025: Fe-MOF -0.27 eV, Ni-MOF -0.55 eV; Fe-Ni
+binds most strongly, no number given: project default -0.70 eV, overridable in calibration.targets_eV).
+The slab's E_ads computed here is the validation of those terms (docs/calibration.md), not a fit target;
+the cluster fit reuses this module's minimiser and pair helpers.
 
 Force-field adsorption energy (:func:`adsorption_energy_details`)
 -----------------------------------------------------------------
@@ -29,26 +31,6 @@ Force-field adsorption energy (:func:`adsorption_energy_details`)
 * Reproducibility: plain Ewald (not PME) on ONE CPU thread, so that the same inputs give the same E_ads
   bit for bit (PME's timed FFT plans do not).
 
-Fit (:func:`fit_pair`, :func:`calibrate`)
------------------------------------------
-One parameter per model, shared by its metal-O(TFSI) pairs (FeNi: Fe-O and Ni-O together), chosen from
-the uncalibrated (geometric-pair) E_ads: binds more strongly than the target -> the pair SIGMA upwards
-from the geometric value at the geometric epsilon (the O is held further out; E_ads of every pose rises
-with sigma while the O sits inside the pair minimum); less strongly -> the 12-6-4 C4 upwards from 0
-(-C4/r^4 makes every pose's energy fall: E_ads(C4) is a minimum of functions affine in C4, so it is
-concave and decreasing). ``calibration.sigma_nm`` forces an EPSILON fit at that sigma.
-
-Pose library: every from-scratch evaluation (all systematic starts plus the library) adds its
-LIBRARY_ADD lowest distinct adsorbed poses (minimised coordinates) to the library. The root is found
-by Brent's method on the library envelope, E_lib(x) = lowest E_ads of the library poses each
-re-minimised at x (a fixed, deterministic function of x while the library is fixed). At the root the
-from-scratch set (systematic starts + library) is evaluated; if a systematic start finds a pose more
-than half the tolerance below the envelope, it has joined the library, the bracket end on its side
-moves to the root, the other end is re-evaluated with the grown library, and Brent runs again (at
-most MAX_ROUNDS). The reported E_ads is that from-scratch evaluation, and the library is written to the
-output, so the same from-scratch set reproduces it. A fitted value whose from-scratch E_ads misses the
-target by more than TARGET_TOLERANCE_EV is an error; so is a target outside the range.
-
 Distance curves (:func:`distance_curve`): E_ads with the binding O - metal distance restrained.
 """
 
@@ -57,23 +39,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
-from scipy.optimize import brentq, minimize
+from scipy.optimize import minimize
 
 from spemd.forcefields.library import xml_path
 from spemd.forcefields.parametrise import METAL_TYPES, TFSI_O_TYPE, create_system
 from spemd.errors import BuildError, ConfigError, SimulationError, one_of
-from spemd.files import write_json_atomic
-from spemd.provenance import provenance
 from spemd.units import KJ_PER_MOL_PER_EV
 from spemd.systems import molecules
 from spemd.systems.build import _append
@@ -109,22 +87,6 @@ MINIMISE_MAX_ITERATIONS = 2000
 #: L-BFGS-B gradient tolerance in the preconditioned coordinates (sqrt(kJ/mol)): the energy still to gain
 #: is about |g_y|^2 / 2 < 45 * MINIMISE_GTOL^2 / 2 ~ 0.06 kJ/mol.
 MINIMISE_GTOL = 0.05
-#: Ranges searched (module doc, "Fit"): sigma (nm) from the geometric values (0.28-0.29 nm) up to about
-#: twice them (the pair minimum 2^(1/6) sigma stays inside the default 1.0 nm cutoff); the 12-6-4 C4
-#: (kJ nm^4/mol) from 0; epsilon (kJ/mol) at a fixed calibration.sigma_nm.
-FIT_RANGES = {"sigma_nm": (0.25, 0.6), "c4_kJ_nm4_per_mol": (0.0, 2.0), "epsilon_kj_mol": (0.01, 40.0)}
-SIGMA_RANGE_NM = FIT_RANGES["sigma_nm"]
-EPSILON_RANGE_KJ_MOL = FIT_RANGES["epsilon_kj_mol"]
-#: The fittable pair parameters (:func:`fit_pair`).
-FIT_PARAMETERS = tuple(FIT_RANGES)
-#: Brent tolerance on the parameter (relative) and the largest accepted |achieved - target| (eV).
-XTOL_REL = 1e-4
-TARGET_TOLERANCE_EV = 0.03  # the paper comparison's acceptance (issue 12); the search aims at half of it
-#: Pose library (module doc): poses added per from-scratch evaluation (the lowest distinct bound ones), the
-#: largest atom displacement (nm) below which two poses are the same, and most Brent/from-scratch rounds.
-LIBRARY_ADD = 4
-LIBRARY_DISTINCT_NM = 0.05
-MAX_ROUNDS = 4
 TFSI_O_NAMES = ("O1", "O2", "O3", "O4")
 
 
@@ -585,251 +547,3 @@ def pair_overrides(
         if c4_kJ_nm4_per_mol is not None:
             out[el]["c4_kJ_nm4_per_mol"] = float(c4_kJ_nm4_per_mol)
     return out
-
-
-def _distinct(xyz: np.ndarray, library: list[dict]) -> bool:
-    return all(np.abs(xyz - np.asarray(e["tfsi_nm"])).max() > LIBRARY_DISTINCT_NM for e in library)
-
-
-def fit_pair(
-    metal: str,
-    ff_cfg: dict,
-    target_kj_mol: float,
-    *,
-    parameter: str | None = None,
-    sigma_nm: float | None = None,
-    value_range: tuple[float, float] | None = None,
-    vacuum_nm: float = VACUUM_NM,
-    n_rotations: int = N_ROTATIONS,
-    platform: str = "CPU",
-    initial: dict | None = None,
-) -> dict:
-    """Fit one metal-O(TFSI) pair parameter of the model to E_ads = target with the pose library (module doc).
-
-    `parameter`: "sigma_nm" (at the geometric epsilons; a larger sigma binds less strongly),
-    "c4_kJ_nm4_per_mol" (12-6-4 term at the geometric pair; a larger C4 binds more strongly) or
-    "epsilon_kj_mol" (at `sigma_nm`, or the geometric sigmas). `initial`: the from-scratch evaluation at
-    the low end of the range, if already done (calibrate passes the uncalibrated one).
-    """
-    _check_metal(metal)
-    parameter = parameter or ("sigma_nm" if sigma_nm is None else "epsilon_kj_mol")
-    if parameter not in FIT_PARAMETERS:
-        raise ConfigError(one_of("calibration parameter", parameter, FIT_PARAMETERS))
-    if parameter == "sigma_nm" and sigma_nm is not None:
-        raise ConfigError(f"calibration.sigma_nm: {sigma_nm!r} fixes sigma; it cannot be fitted as well (fit epsilon_kj_mol)")
-    unit = {"sigma_nm": "nm", "epsilon_kj_mol": "kJ/mol", "c4_kJ_nm4_per_mol": "kJ nm^4/mol"}[parameter]
-    lo, hi = (float(v) for v in (value_range or FIT_RANGES[parameter]))
-    if not 0 <= lo < hi or (parameter != "c4_kJ_nm4_per_mol" and lo == 0):
-        raise ConfigError(f"{parameter} range: {(lo, hi)!r} is not allowed; need 0 < low < high (0 <= low for C4)")
-
-    def make(x: float) -> dict:
-        if parameter == "sigma_nm":
-            return pair_overrides(metal, sigma_nm=x)
-        if parameter == "epsilon_kj_mol":
-            return pair_overrides(metal, sigma_nm=sigma_nm, epsilon_kj_mol=x)
-        return pair_overrides(metal, c4_kJ_nm4_per_mol=x)
-
-    cutoff = float((ff_cfg or {}).get("nonbonded_cutoff_nm", 1.0))
-    largest_sigma = hi if parameter == "sigma_nm" else max(v["sigma_nm"] for v in make(lo).values())
-    if 2.0 ** (1.0 / 6.0) * largest_sigma >= cutoff:
-        raise ConfigError(
-            f"forcefield.nonbonded_cutoff_nm: {cutoff} does not hold the metal-O(TFSI) well of sigma {largest_sigma:g} nm "
-            f"(minimum at {2.0 ** (1.0 / 6.0) * largest_sigma:.3f} nm)"
-        )
-    kw = {"vacuum_nm": vacuum_nm, "platform": platform}
-    evaluations: list[dict] = []
-    library: list[dict] = []
-
-    def record(x: float, d: dict, kind: str) -> float:
-        evaluations.append({parameter: x, "e_ads_eV": d["e_ads_eV"], "e_ads_kj_mol": d["e_ads_kj_mol"], "kind": kind,
-                            "starts": d["n_starts"], "library": len(library), "best": d["best_pose"]["label"],
-                            "o_metal_distance_nm": d["best_pose"]["o_metal_distance_nm"]})  # fmt: skip
-        log.info("calibration %s: %s %.6g %s -> E_ads %.4f eV (%s, %d starts)", metal, parameter, x, unit, d["e_ads_eV"], kind, d["n_starts"])
-        return d["e_ads_kj_mol"] - target_kj_mol
-
-    def grow(x: float, d: dict) -> None:
-        """Add the LIBRARY_ADD lowest distinct bound poses of an evaluation to the library."""
-        order = sorted((k for k, p in enumerate(d["poses"]) if p["bound"]), key=lambda k: d["poses"][k]["energy_kj_mol"])
-        added = 0
-        for k in order:
-            if added == LIBRARY_ADD:
-                break
-            if _distinct(d["tfsi_nm"][k], library):
-                library.append({"label": f"lib{len(library)}:{d['poses'][k]['label']}@{x:.6g}", "tfsi_nm": d["tfsi_nm"][k].tolist()})
-                added += 1
-
-    def scratch(x: float) -> tuple[float, dict]:
-        """Every systematic start and every library pose (the from-scratch set at x)."""
-        d = adsorption_energy_details(metal, ff_cfg, make(x), n_rotations=n_rotations, seeds=list(library), **kw)
-        r = record(x, d, "systematic + library")
-        grow(x, d)
-        return r, d
-
-    def envelope(x: float) -> float:
-        """Min over the library poses, each re-minimised at x (deterministic in x for a fixed library)."""
-        try:
-            d = adsorption_energy_details(metal, ff_cfg, make(x), n_rotations=0, seeds=list(library), **kw)
-        except SimulationError:  # no library pose stays on the site: not adsorbed
-            return -target_kj_mol
-        return record(x, d, "library")
-
-    t0 = time.perf_counter()
-    if initial is not None:
-        r_lo = record(lo, initial, "systematic (uncalibrated)")
-        grow(lo, initial)
-    else:
-        r_lo, _ = scratch(lo)
-    a, r_a, b = lo, r_lo, hi
-    r_b = envelope(hi)
-    rounds, achieved, root = 0, None, lo
-    tol_kj = TARGET_TOLERANCE_EV * KJ_PER_MOL_PER_EV
-    while rounds < MAX_ROUNDS:
-        if r_a * r_b > 0:
-            span = [e["e_ads_eV"] for e in evaluations]
-            raise ConfigError(
-                f"calibration.targets_eV.{metal}: {target_kj_mol / KJ_PER_MOL_PER_EV:.4g} eV cannot be reached with a "
-                f"metal-O(TFSI) {parameter} in [{a:g}, {b:g}] {unit} (E_ads spans {min(span):.3f} to {max(span):.3f} eV "
-                f"over the evaluations; at {b:g} {unit}: {(r_b + target_kj_mol) / KJ_PER_MOL_PER_EV:.3f} eV)"
-            )
-        rounds += 1
-        root = brentq(envelope, a, b, xtol=XTOL_REL * max(abs(a), abs(b)), rtol=XTOL_REL)
-        r_root, achieved = scratch(root)
-        if abs(r_root) <= 0.5 * tol_kj:
-            break
-        # a systematic start found a pose below the library at the root (it is now in the library):
-        # the root moves to the side where the residual has the other sign; re-evaluate that end
-        if r_root * r_a > 0:
-            a, r_a = root, r_root
-            r_b = envelope(b)
-        else:
-            b, r_b = root, r_root
-            r_a = envelope(a)
-    miss_ev = abs(achieved["e_ads_kj_mol"] - target_kj_mol) / KJ_PER_MOL_PER_EV
-    if miss_ev > TARGET_TOLERANCE_EV:
-        raise SimulationError(
-            f"calibration.targets_eV.{metal}: fitted {parameter} {root:.5g} {unit} gives {achieved['e_ads_eV']:.4f} eV from "
-            f"scratch ({achieved['n_starts']} starts), {miss_ev:.3f} eV from the target after {rounds} rounds "
-            f"(tolerance {TARGET_TOLERANCE_EV} eV)"
-        )
-    systematic = [p["energy_kj_mol"] for p in achieved["poses"] if p["bound"] and not p["label"].startswith("lib")]
-    return {
-        "parameter": parameter,
-        "value": float(root),
-        "fixed": (
-            {"epsilon_kj_mol": "geometric mixing per metal"} if parameter == "sigma_nm"
-            else {"sigma_nm": float(sigma_nm) if sigma_nm is not None else "geometric mixing per metal"}
-        ),
-        "range": [lo, hi],
-        "rounds": rounds,
-        "energy_evaluations": len(evaluations),
-        "evaluations": evaluations,
-        "library": library,
-        "systematic_only_e_ads_eV": (min(systematic) - achieved["e_far_kj_mol"]) / KJ_PER_MOL_PER_EV if systematic else None,
-        "seconds": time.perf_counter() - t0,
-        "fitted": make(float(root)),
-        "achieved": achieved,
-    }
-
-
-def calibrate(metal: str, ff_cfg: dict, calibration_cfg: dict, out_dir, **fit_kwargs) -> dict:
-    """Fit the model's metal-O(TFSI) pair to calibration_cfg targets (module doc); write out_dir/calibration.json."""
-    _check_metal(metal)
-    targets = DEFAULT_TARGETS_EV | ((calibration_cfg or {}).get("targets_eV") or {})
-    if metal not in targets:
-        raise ConfigError(f"calibration.targets_eV.{metal}: required to calibrate {metal}; given: {', '.join(sorted(targets)) or 'none'}")
-    target_ev = float(targets[metal])
-    if not target_ev < 0:
-        raise ConfigError(f"calibration.targets_eV.{metal}: {target_ev!r} is out of range; must be < 0")
-    sigma_nm = (calibration_cfg or {}).get("sigma_nm")
-    energy_kwargs = {k: fit_kwargs[k] for k in ("n_rotations", "platform", "vacuum_nm") if k in fit_kwargs}
-    t0 = time.perf_counter()
-    geometric = pair_overrides(metal)
-    uncalibrated = adsorption_energy_details(metal, ff_cfg, geometric, **energy_kwargs)
-    if sigma_nm is None and "parameter" not in fit_kwargs:
-        # the geometric pair binds more strongly than the target: push the O out (sigma up from the
-        # geometric values); less strongly: add the 12-6-4 C4 attraction (C4 up from 0)
-        weaker = uncalibrated["e_ads_eV"] < target_ev
-        parameter = "sigma_nm" if weaker else "c4_kJ_nm4_per_mol"
-        start = min(v["sigma_nm"] for v in geometric.values()) if weaker else 0.0
-        fit_kwargs = {"parameter": parameter, "value_range": fit_kwargs.get("value_range", (start, FIT_RANGES[parameter][1]))} | fit_kwargs
-    if fit_kwargs.get("parameter") in ("sigma_nm", "c4_kJ_nm4_per_mol") and sigma_nm is None:
-        lo = fit_kwargs["value_range"][0] if fit_kwargs.get("value_range") else FIT_RANGES[fit_kwargs["parameter"]][0]
-        same = {"sigma_nm": min(v["sigma_nm"] for v in geometric.values()), "c4_kJ_nm4_per_mol": 0.0}[fit_kwargs["parameter"]]
-        if len(geometric) == 1 and lo == same:  # the uncalibrated evaluation is the fit's first one
-            fit_kwargs = fit_kwargs | {"initial": uncalibrated}
-    fit = fit_pair(metal, ff_cfg, target_ev * KJ_PER_MOL_PER_EV, sigma_nm=sigma_nm, **fit_kwargs)
-    seconds = time.perf_counter() - t0
-    achieved = fit["achieved"]
-    fitted_what = {
-        "sigma_nm": "sigma at the geometric-mixing epsilon of each pair",
-        "c4_kJ_nm4_per_mol": "12-6-4 C4 at the geometric-mixing sigma and epsilon of each pair",
-        "epsilon_kj_mol": "epsilon at the geometric-mixing sigma of each pair" if sigma_nm is None else f"epsilon at calibration.sigma_nm {sigma_nm:g} nm",
-    }[fit["parameter"]]
-    best = achieved["best_pose"]
-    record = {
-        "metal": metal,
-        "target_eV": target_ev,
-        "target_kj_mol": target_ev * KJ_PER_MOL_PER_EV,
-        "target_source": (
-            "Dong et al., EES Batteries 2025 (DFT)" if PAPER_TARGETS_EV.get(metal) == target_ev
-            else FENI_TARGET_SOURCE if metal == "FeNi" and target_ev == DEFAULT_TARGETS_EV["FeNi"]
-            else "user (calibration.targets_eV)"
-        ),
-        "fitted_parameter": fit["parameter"],
-        "fitted": fit["fitted"],
-        "achieved_eV": achieved["e_ads_eV"],
-        "achieved_kj_mol": achieved["e_ads_kj_mol"],
-        "n_starts": achieved["n_starts"],
-        "uncalibrated": {
-            "pair": geometric,
-            "e_ads_eV": uncalibrated["e_ads_eV"],
-            "e_ads_kj_mol": uncalibrated["e_ads_kj_mol"],
-            "n_starts": uncalibrated["n_starts"],
-        },
-        "fit": {k: v for k, v in fit.items() if k not in ("achieved", "fitted")} | {"seconds": seconds},
-        "best_pose": best,
-        "best_start_tfsi_nm": np.asarray(achieved["best_start_tfsi_nm"]).tolist(),
-        "best_tfsi_nm": np.asarray(achieved["best_tfsi_nm"]).tolist(),
-        "poses": achieved["poses"],
-        "geometry": {k: achieved[k] for k in ("box_nm", "slab_thickness_nm", "vacuum_nm", "far_clearance_nm", "n_atoms", "bound_nm")},
-        "charge_scale": achieved["charge_scale"],
-        "mof_charge_scale": achieved["mof_charge_scale"],
-        "method": (
-            f"E_ads = lowest E(TFSI- minimised on the open site) over {achieved['n_starts']} starts (the systematic set "
-            "and the pose library, fit.library) - E(TFSI- minimised in mid-vacuum, N held); one 1x1x1 rigid non-polar slab + "
-            "one TFSI- in a periodic box with vacuum, create_system (Ewald, one CPU thread), preconditioned L-BFGS; one "
-            f"metal-O(TFSI) {fitted_what} for the model's metals; Brent on the library envelope, from-scratch check."
-        ),
-    }
-    record["provenance"] = provenance(
-        config={"forcefield": ff_cfg, "calibration": calibration_cfg},
-        forcefield_files=[xml_path(n) for n in ("peo.xml", "tfsi.xml", "mof.xml")],
-        extra={"platform": achieved["platform"], "seconds": seconds},
-    )
-    out = Path(out_dir) / "calibration.json"
-    write_json_atomic(out, record)
-    return record
-
-
-def load_overrides(path) -> dict:
-    """The fitted metal_o_tfsi overrides and the target of a calibration.json (slab or cluster layout)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--calibration: {path} not found")
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and "terms" in data:  # the cluster fit's layout (forcefields/calibration.json)
-            from spemd.forcefields.cluster_calibration import load_terms
-
-            return load_terms(path)
-        fitted = data["fitted"]
-        ok = all(set(v) >= {"sigma_nm", "epsilon_kj_mol"} and k in METAL_TYPES for k, v in fitted.items())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"--calibration: {path} is not a calibration.json (needs fitted.{{Fe,Ni,Cu}}.sigma_nm/epsilon_kj_mol)")
-    keys = ("metal", "target_eV", "achieved_eV", "charge_scale")
-    # files written before mof_charge_scale existed were fitted with the full MOF charges
-    return {k: data.get(k) for k in keys} | {"mof_charge_scale": data.get("mof_charge_scale", 1.0), "fitted": fitted, "file": str(path)}

@@ -68,7 +68,8 @@ from spemd.errors import ConfigError, SimulationError, one_of
 from spemd.files import write_json_atomic
 from spemd.forcefields.library import xml_path
 from spemd.forcefields.mof_charges import DEFAULT_SET
-from spemd.forcefields.calibration import _minimised_energy, _rotation_about, _rotation_to, geometric_pair
+from spemd.forcefields.calibration import (DEFAULT_TARGETS_EV, _minimised_energy, _rotation_about, _rotation_to,
+                                          geometric_pair)
 from spemd.forcefields.parametrise import DEFAULT_SCALES, METAL_TYPES, create_system
 from spemd.provenance import provenance
 from spemd.systems import molecules
@@ -79,9 +80,6 @@ from spemd.units import KJ_PER_MOL_PER_EV, angstrom_to_nm
 #: cluster model -> (binding metal, partner metal); the key is also the metal_o_tfsi key of the binding
 #: metal's type (parametrise.METAL_TYPES: "FeNi" is the Fe of FeNi, type mof_FeNiFe)
 CLUSTERS = {"Fe": ("Fe", "Fe"), "Ni": ("Ni", "Ni"), "FeNi": ("Fe", "Ni")}
-#: default targets (eV): Dong et al., EES Batteries 2025 (DFT) Fe -0.27, Ni -0.55; FeNi: project default
-#: (the paper says only "strongest"), docs/calibration.md; calibration.targets_eV overrides
-DEFAULT_TARGETS_EV = {"Fe": -0.27, "Ni": -0.55, "FeNi": -0.70}
 #: acceptance |achieved - target| (eV), issue 25
 TOL_EV = 0.02
 #: C4 range searched (kJ nm^4/mol): at r = 0.22 nm, C4 = 0.3 adds -130 kJ/mol (-1.3 eV), far beyond every

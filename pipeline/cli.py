@@ -86,11 +86,11 @@ def merge_calibration(ff_cfg: dict, calibration_file, targets_eV: dict | None = 
     A file fitted with another MOF charge set, or to other targets than `targets_eV` (calibration.targets_eV),
     is refused: its terms reproduce their targets only as fitted.
     """
-    from spemd.forcefields.calibration import load_overrides
+    from spemd.forcefields.cluster_calibration import load_terms
     from spemd.forcefields.mof_charges import DEFAULT_SET
     from spemd.forcefields.parametrise import DEFAULT_SCALES
 
-    cal = load_overrides(calibration_file)
+    cal = load_terms(calibration_file)
     fitted_set, used_set = cal.get("mof_charges"), ff_cfg.get("mof_charges", DEFAULT_SET)
     if fitted_set is not None and fitted_set != used_set:
         raise ConfigError(

@@ -231,20 +231,30 @@ def test_a_few_ions_over_a_few_ps_are_unresolved_not_a_cage_offset():
     assert big["diffusive"] and big["D_nm2_per_ps"] == pytest.approx(2e-3, rel=0.1)
 
 
-def test_cage_time_a_tenth_of_the_run_recovered_with_the_search_range_to_0_9():
+def test_cage_time_a_tenth_of_the_run_recovered_within_5_percent_and_2_sigma():
     # OU cage of time 100 ps (1/10 of the 1000-ps run, 6 a^2 = 0.61 nm^2): the slope's excess 1.02 exp(-t/100)
-    # is still 5 % at 300 ps, so the window must start late; with the search ending at half the run (the
-    # default) only starts up to 250 ps leave an octave, hence the range to 0.9 (GLS weighs the long lags)
-    fits = [_fit(caged_positions(500, 1000, 1e-3, 0.32, 100.0, 1.0, seed=s), fit_end_fraction=0.9) for s in range(10)]
-    assert all(f["diffusive"] for f in fits), [f["no_window_reason"] for f in fits]
+    # is still 2 % at 400 ps, so the window must start late and still span an octave: the search range to
+    # 0.99 of the run (GLS weighs the long lags down). The window-choice bias stays below sigma_D (Lepski), so
+    # "within 5 %" needs sigma_D well below 5 %: 4,000 particles give 2 %. Seeds 0-39: 40 D, 37 within 5 % and
+    # 2 sigma, mean error +1.1 %; seeds 500-539: 39 D, 38 (500 particles: sigma 5 %, mean error +3.4 %)
+    fits = [_fit(caged_positions(4000, 1000, 1e-3, 0.32, 100.0, 1.0, seed=s), fit_end_fraction=0.99)
+            for s in range(20)]
+    assert sum(f["diffusive"] for f in fits) >= 19, [f["no_window_reason"] for f in fits]
+    fits = [f for f in fits if f["diffusive"]]
     err = np.array([f["D_nm2_per_ps"] / 1e-3 - 1 for f in fits])
     z = np.array([(f["D_nm2_per_ps"] - 1e-3) / f["D_sigma_nm2_per_ps"] for f in fits])
-    assert np.sum((np.abs(err) < 0.05) & (np.abs(z) < 2)) >= 8, np.round(err, 3)
-    assert np.sum(np.abs(z) < 2) >= 9 and abs(err.mean()) < 0.04  # sigma_D includes the window-choice systematic
-    # the window starts where the excess slope is below ~10 % (t >= 2.3 tau), not in the cage
-    assert all(f["fit_window_ps"][0] >= 230 for f in fits) and all(f["beta_flag"] == "cage offset" for f in fits)
+    assert np.sum((np.abs(err) < 0.05) & (np.abs(z) < 2)) >= 0.85 * len(fits), (np.round(err, 3), np.round(z, 2))
+    assert abs(err.mean()) < 0.025 and 0.5 <= np.mean(np.abs(z) < 1) <= 0.85
+    assert all(0.01 < f["D_sigma_nm2_per_ps"] / 1e-3 < 0.03 for f in fits)
+    # the window starts where the excess slope is below ~6 % (t >= 2.8 tau), not in the cage
+    assert all(f["fit_window_ps"][0] >= 280 for f in fits) and all(f["beta_flag"] == "cage offset" for f in fits)
     # the power-law test sees the crossover: ln MSD(ln t) is bent (chi2/dof >> 1)
     assert all(f["power_law"]["p"] < 1e-6 for f in fits)
+    # with the default search range (to half the run) every start lies in the cage's tail: D is refused, and
+    # the reason says how to get it
+    f = _fit(caged_positions(4000, 1000, 1e-3, 0.32, 100.0, 1.0, seed=0))
+    assert not f["diffusive"] and f["beta_flag"] == "sub-diffusive"
+    assert "fit_end_fraction" in f["no_window_reason"] and "0.99" in f["no_window_reason"]
 
 
 def test_power_law_at_every_lag_is_refused_and_brownian_is_not():
