@@ -25,7 +25,7 @@ MSD by the FFT algorithm (analysis.msd.msd_fft) with all time origins. Transfere
 Uncertainties: NE and t+_ideal by first-order propagation of sigma_D. EH: the whole-trajectory MSDs
 of M_+, M_- and M_+ + M_- are fitted by least squares (one collective trajectory is too noisy to
 weight a GLS with), and the covariance of the three slopes is the sandwich C S C^T with S their joint
-covariance (the Gaussian/Isserlis covariance of analysis.msd, with the cross-MSDs <dM_a . dM_b> for
+covariance (the Gaussian/Isserlis covariance of analysis.msd_fit, with the cross-MSDs <dM_a . dM_b> for
 the off-diagonal blocks), so it carries the correlation of MSD points and of the three curves; sigma_+-,
 t+_collective (= 1/2 + (s_++ - s_--)/(2 sigma_EH)) get their errors by first-order propagation. The
 Haven ratio H = sigma_NE / sigma_EH: (s_H/H)^2 = (s_NE/NE)^2 + (s_EH/EH)^2 - 2 Cov(NE, EH)/(NE EH),
@@ -47,8 +47,9 @@ from spemd.units import BOLTZMANN_J_PER_K, CM_PER_NM, ELEMENTARY_CHARGE_C, angst
 
 from spemd.analysis._common import (Unwrapper, box_volume_nm3, check_atomgroup, check_finite, check_ion_species,
                                     compound_centres, compound_layout, frame_spacing_ps, linear_fit)
-from spemd.analysis.msd import (_gamma_series, _gls_rows, _pair_covariance, fit_diffusion, fit_lags, fit_window,
-                                loglog_slope, msd_covariance, msd_fft)
+from spemd.analysis.msd import msd_fft
+from spemd.analysis.msd_fit import (_gamma_series, _gls_rows, _pair_covariance, fit_diffusion, fit_lags, fit_window,
+                                    loglog_slope, msd_covariance)
 
 
 def _prefactor_S_per_cm(volume_nm3: float, temperature_K: float) -> float:
@@ -85,7 +86,7 @@ def einstein_helfand(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3,
     """Einstein-Helfand conductivity and t+_collective from unwrapped positions (T, N, 3) in nm.
 
     The window is the later start of the two ions' diffusive windows (`cation_fit`/`anion_fit`, dicts of
-    analysis.msd.fit_diffusion, computed here when not given): the collective MSDs, one trajectory each,
+    analysis.msd_fit.fit_diffusion, computed here when not given): the collective MSDs, one trajectory each,
     are too noisy for their own local-beta test. Their betas over that window are reported.
     """
     cat = np.asarray(cation_positions_nm, dtype=np.float64)
@@ -157,7 +158,7 @@ def einstein_helfand(cation_positions_nm, anion_positions_nm, dt_ps, volume_nm3,
                 "fit_lags": [int(k) for k in sel], "beta_M": [loglog_slope(lags[i0:i1 + 1], m[i0:i1 + 1]) for m in (msd_pp, msd_mm, msd_tot)],
                 "uncertainty_method": (f"least-squares slopes of the three collective MSDs at {len(sel)} lags, "
                                        "slope covariance from their joint Gaussian (Isserlis) covariance with "
-                                       "cross-MSDs (analysis.msd); sigma_+-, t+ by propagation")})
+                                       "cross-MSDs (analysis.msd_fit); sigma_+-, t+ by propagation")})
     return out
 
 
@@ -169,12 +170,12 @@ class Conductivity(AnalysisBase):
     cations : AtomGroup (one atom per ion)
     anions : AtomGroup (whole anions; their residues' centres of mass are used)
     charge_scale, temperature_K : float
-    fit_start_fraction, fit_end_fraction, beta_tolerance : as analysis.msd
+    fit_start_fraction, fit_end_fraction, beta_tolerance : as analysis.msd_fit.fit_diffusion
     unwrap : bool
     carrier_volume_nm3 : float or None: the carrier volume of a slab box (e.g.
         ``ElectrolyteVolume.results.mean_volume_nm3``); None: the mean box volume
 
-    Results: ``D_cation``/``D_anion`` (dicts of analysis.msd.fit_diffusion), ``nernst_einstein``
+    Results: ``D_cation``/``D_anion`` (dicts of analysis.msd_fit.fit_diffusion), ``nernst_einstein``
     (dict of :func:`nernst_einstein`), ``einstein_helfand`` (dict of :func:`einstein_helfand`).
     """
 
@@ -269,7 +270,7 @@ def ne_eh_covariance(cat, an, dt_ps, cation_fit, anion_fit, eh, volume_nm3, temp
     species s's self-MSD, sigma_EH = p a_M / (2d) with a_M the least-squares slope of MSD(M_+ + M_-). For
     independent ions (the model of both error bars) Cov(|dx_i|^2, |dM|^2) = 2 q^2 Cov(dx_i, dx_i)^2 per
     component (Isserlis), so Cov(MSD_self(n), MSD_M(m)) = d q^2 C_1(n, m), C_1 the one-particle term of
-    analysis.msd.msd_covariance, and Cov(a_s, a_M) = h_s C h_M with the two estimators' weight rows."""
+    analysis.msd_fit.msd_covariance, and Cov(a_s, a_M) = h_s C h_M with the two estimators' weight rows."""
     T, d = cat.shape[0], cat.shape[2]
     sel_m = np.asarray(eh["fit_lags"])
     t = sel_m * dt_ps - np.mean(sel_m * dt_ps)

@@ -36,7 +36,7 @@ from spemd.units import angstrom_to_nm
 
 from spemd.analysis._common import Unwrapper, check_atomgroup, frame_spacing_ps, linear_fit
 from spemd.analysis._layers import N_BLOCKS, face_distances, frame_geometry
-from spemd.analysis.msd import loglog_slope
+from spemd.analysis.msd_fit import loglog_slope
 
 LAYERS = ("interface", "centre")
 

@@ -104,7 +104,8 @@ def test_conductivity_class_on_wrapped_universe_equals_position_route():
 
 def test_self_and_collective_msd_covariance_matches_simulation():
     # Cov(MSD_self(n), MSD_M(m)), M = sum of P independent walkers: d C_1(n, m) (ne_eh_covariance's kernel)
-    from spemd.analysis.msd import _pair_covariance, msd_fft
+    from spemd.analysis.msd import msd_fft
+    from spemd.analysis.msd_fit import _pair_covariance
 
     N, n, m, D, P = 100, 10, 25, 1.0, 3
     x = np.cumsum(np.random.default_rng(1).normal(0, np.sqrt(2 * D), size=(3000, N, P, 3)), axis=1)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from MDAnalysis.analysis.msd import EinsteinMSD
 
-from spemd.analysis.msd import (MSD, combine_estimates, finite_size_correction, fit_diffusion, msd_fft,
-                               yeh_hummer_correction_nm2_per_ps)
+from spemd.analysis.msd import MSD, combine_estimates, finite_size_correction, msd_fft, yeh_hummer_correction_nm2_per_ps
+from spemd.analysis.msd_fit import fit_diffusion
 from spemd.analysis.synthetic import (ballistic_universe, brownian_positions, brownian_universe, caged_positions,
                                      drifting_positions, electrolyte_universe, fbm_positions, persistent_positions)
 from spemd.errors import InputError
@@ -150,7 +150,7 @@ def test_replicas_combine_with_their_spread():
 
 def test_gaussian_covariance_matches_empirical_scatter_of_msd():
     # Var(MSD(n)) of a random walk from the Isserlis formula vs the scatter over 300 simulations
-    from spemd.analysis.msd import msd_covariance
+    from spemd.analysis.msd_fit import msd_covariance
 
     N, n, D = 100, 20, 1.0
     gamma = 2 * D * np.arange(N, dtype=float)  # per-component MSD, dt = 1
