@@ -51,7 +51,7 @@ particles, all time origins), MSD(t) = 2 d D t + c fitted over a window chosen f
       Cov(MSD(n), MSD(m))      = d / P * 2 / ((T-n)(T-m)) * sum_{t, t'} Cov(dx(t, n), dx(t', m))^2
 
   gamma is the measured MSD below the window start and the fitted line from there on; the fit is
-  iterated three times (OLS start). Measured limits (tests/test_analysis_msd.py, 1000 frames): a cage
+  iterated three times (OLS start). Measured limits (tests/test_analysis_msd_fit.py, 1000 frames): a cage
   whose time is 1/50 of the run (500 particles) is recovered within 3 % and 2 sigma. At 1/10 of the run,
   searching to 0.99 of it, the window-choice bias stays below sigma_D (Lepski): 80 seeds of 4,000
   particles (sigma_D 2 %) give 79 D, 75 of them within 5 % and 2 sigma, mean error +1.1 %; 500 particles
