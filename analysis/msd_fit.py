@@ -54,7 +54,7 @@ particles, all time origins), MSD(t) = 2 d D t + c fitted over a window chosen f
   iterated three times (OLS start). Measured limits (tests/test_analysis_msd_fit.py, 1000 frames): a cage
   whose time is 1/50 of the run (500 particles) is recovered within 3 % and 2 sigma. At 1/10 of the run,
   searching to 0.99 of it, the window-choice bias stays below sigma_D (Lepski): 80 seeds of 4,000
-  particles (sigma_D 2 %) give 79 D, 75 of them within 5 % and 2 sigma, mean error +1.1 %; 500 particles
+  particles (sigma_D 2 %) give 79 D, 75 of them within 5 % and 2 sigma, mean error +1.3 %; 500 particles
   (sigma_D 5 %) give 37 D of 40, 34 within 2 sigma, mean error +3.4 %. Within 5 % therefore needs data
   that give sigma_D of about 2 %.
   P independent particles; the same formula with cross-MSDs gives
