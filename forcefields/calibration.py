@@ -193,10 +193,12 @@ _SULFUR_OF = {"O1": "S1", "O2": "S1", "O3": "S2", "O4": "S2"}
 _CIS_GROUP = ("O3", "O4", "C2", "F4", "F5", "F6")
 
 
-def _conformer(model: _Model, name: str) -> np.ndarray:
-    x = model.tfsi_nm.copy()
+def tfsi_conformer(tfsi_nm: np.ndarray, tfsi_names, name: str) -> np.ndarray:
+    """TFSI- coordinates (nm) in conformer `name`: "trans" (the template) or "cis" (its S2 half turned
+    180 deg about N1-S2)."""
+    x = np.array(tfsi_nm, dtype=float)
     if name == "cis":
-        idx = {a: i for i, a in enumerate(model.tfsi_names)}
+        idx = {a: i for i, a in enumerate(tfsi_names)}
         axis = x[idx["S2"]] - x[idx["N1"]]
         rot = _rotation_about(axis / np.linalg.norm(axis), math.pi)
         group = [idx[a] for a in _CIS_GROUP]
@@ -204,6 +206,10 @@ def _conformer(model: _Model, name: str) -> np.ndarray:
     elif name != "trans":
         raise ConfigError(one_of("TFSI conformer", name, CONFORMERS))
     return x
+
+
+def _conformer(model: _Model, name: str) -> np.ndarray:
+    return tfsi_conformer(model.tfsi_nm, model.tfsi_names, name)
 
 
 def _bound_starts(model: _Model, n_rotations: int = N_ROTATIONS) -> list[tuple[_Site, str, np.ndarray]]:

@@ -69,7 +69,7 @@ from spemd.files import write_json_atomic
 from spemd.forcefields.library import xml_path
 from spemd.forcefields.mof_charges import DEFAULT_SET
 from spemd.forcefields.calibration import (DEFAULT_TARGETS_EV, _minimised_energy, _rotation_about, _rotation_to,
-                                          geometric_pair)
+                                          geometric_pair, tfsi_conformer)
 from spemd.forcefields.parametrise import DEFAULT_SCALES, METAL_TYPES, create_system
 from spemd.provenance import provenance
 from spemd.systems import molecules
@@ -102,7 +102,6 @@ LIBRARY_DISTINCT_NM = 0.05
 MAX_ROUNDS = 4
 XTOL = 1e-6  # Brent tolerance on C4 (kJ nm^4/mol): dE_ads/dC4 = -1/r^4 ~ -4.5 eV per unit, so ~5e-6 eV
 _SULFUR_OF = {"O1": "S1", "O2": "S1", "O3": "S2", "O4": "S2"}
-_CIS_GROUP = ("O3", "O4", "C2", "F4", "F5", "F6")
 TFSI_O_NAMES = ("O1", "O2", "O3", "O4")
 #: the shipped terms (forcefields/calibration.json), written by :func:`calibrate`
 SHIPPED = "calibration.json"
@@ -201,14 +200,7 @@ def cluster(model: str) -> Cluster:
 
 
 def _conformer(cl: Cluster, name: str) -> np.ndarray:
-    x = cl.tfsi_nm.copy()
-    if name == "cis":  # the S2 half turned 180 deg about N1-S2
-        idx = {a: i for i, a in enumerate(cl.tfsi_names)}
-        axis = x[idx["S2"]] - x[idx["N1"]]
-        rot = _rotation_about(axis / np.linalg.norm(axis), math.pi)
-        group = [idx[a] for a in _CIS_GROUP]
-        x[group] = (x[group] - x[idx["S2"]]) @ rot.T + x[idx["S2"]]
-    return x
+    return tfsi_conformer(cl.tfsi_nm, cl.tfsi_names, name)
 
 
 def starts(cl: Cluster) -> list[tuple[str, np.ndarray]]:

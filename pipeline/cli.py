@@ -91,20 +91,19 @@ def merge_calibration(ff_cfg: dict, calibration_file, targets_eV: dict | None = 
     from spemd.forcefields.parametrise import DEFAULT_SCALES
 
     cal = load_terms(calibration_file)
-    fitted_set, used_set = cal.get("mof_charges"), ff_cfg.get("mof_charges", DEFAULT_SET)
-    if fitted_set is not None and fitted_set != used_set:
+    fitted_set, used_set = cal["mof_charges"], ff_cfg.get("mof_charges", DEFAULT_SET)
+    if fitted_set != used_set:
         raise ConfigError(
             f"forcefield.mof_charges: {used_set!r} differs from {fitted_set!r}, the charge set {calibration_file} was fitted with; "
             f"set forcefield.mof_charges: {fitted_set!r} or calibration.refit: true"
         )
-    if isinstance(cal.get("target_eV"), dict):
-        for model, fitted_target in cal["target_eV"].items():
-            wanted = (targets_eV or {}).get(model)
-            if wanted is not None and not math.isclose(float(wanted), float(fitted_target), abs_tol=1e-9):
-                raise ConfigError(
-                    f"calibration.targets_eV.{model}: {wanted!r} differs from {fitted_target!r}, the target of {calibration_file}; "
-                    "set calibration.refit: true to refit"
-                )
+    for model, fitted_target in cal["target_eV"].items():
+        wanted = (targets_eV or {}).get(model)
+        if wanted is not None and not math.isclose(float(wanted), float(fitted_target), abs_tol=1e-9):
+            raise ConfigError(
+                f"calibration.targets_eV.{model}: {wanted!r} differs from {fitted_target!r}, the target of {calibration_file}; "
+                "set calibration.refit: true to refit"
+            )
     # a pair fitted under one charge model reproduces its target only under that model
     for key, default in DEFAULT_SCALES.items():
         fitted_at = cal.get(key)
